@@ -1,0 +1,2 @@
+// Placeholder: the ONNX backend-test runner is being written.
+int main() { return 0; }

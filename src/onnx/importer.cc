@@ -435,6 +435,13 @@ Tensor ConstantNodeValue(const onnx::NodeProto& node, const std::string& node_la
 
 bool IsDefaultDomain(const std::string& domain) { return domain.empty() || domain == "ai.onnx"; }
 
+// The opset version the model imports for `domain` (0 if it imports none).
+int ImportedOpset(const onnx::ModelProto& model, const std::string& domain) {
+  for (const onnx::OperatorSetIdProto& entry : model.opset_import())
+    if (entry.domain() == domain) return static_cast<int>(entry.version());
+  return 0;
+}
+
 // Reads the default-domain opset and checks the IR version.
 int CheckModelHeader(const onnx::ModelProto& model) {
   KILN_CHECK(model.has_ir_version(), "not a valid ONNX model (no ir_version)");
@@ -538,8 +545,6 @@ std::unique_ptr<ir::Graph> BuildGraph(const onnx::ModelProto& model, TensorSourc
                                node.op_type(), ")");
     KILN_CHECK(!node.op_type().empty(), "node '", node_names[static_cast<size_t>(i)],
                "' has no op_type");
-    KILN_CHECK(IsDefaultDomain(node.domain()), label, " is in operator domain '", node.domain(),
-               "', which kiln does not support (only the default ONNX domain is)");
     auto check_new = [&](const std::string& name) {
       const ir::Value* existing = graph->FindValue(name);
       KILN_CHECK(existing == nullptr, label, " output '", name, "' is already defined (as ",
@@ -599,8 +604,10 @@ std::unique_ptr<ir::Graph> BuildGraph(const onnx::ModelProto& model, TensorSourc
     }
     ir::Node* n = graph->AddNode(node.op_type(), node_name, std::move(inputs),
                                  std::move(node_outputs[static_cast<size_t>(i)]));
-    n->domain = "";
-    n->opset = opset;
+    // Nodes of other domains are kept (so inspect can list them); the operator
+    // registry rejects them by name and domain.
+    n->domain = IsDefaultDomain(node.domain()) ? "" : node.domain();
+    n->opset = n->domain.empty() ? opset : ImportedOpset(model, node.domain());
     n->attrs = std::move(attrs);
     for (ir::Value* out : n->outputs)
       if (out) produced.insert(out);

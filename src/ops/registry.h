@@ -22,8 +22,13 @@
 
 namespace kiln {
 
-constexpr int kMinSupportedOpset = 7;
+// Default-domain opsets the importer accepts for a model.
+constexpr int kMinSupportedOpset = 1;
 constexpr int kMaxSupportedOpset = 21;
+// An operator's own range starts here unless its definition handles the
+// older forms (pre-7 broadcast attributes, is_test, consumed_inputs, ...) and
+// lowers min_opset; a node below its op's range gets a clear error.
+constexpr int kDefaultMinOpset = 7;
 
 class InferContext {
  public:
@@ -93,7 +98,7 @@ using FlopsFn = std::function<double(const ir::Node&, const std::vector<ir::Tens
 
 struct OpDef {
   std::string name;
-  int min_opset = kMinSupportedOpset;  // Opset versions whose semantics kiln implements.
+  int min_opset = kDefaultMinOpset;  // Opset versions whose semantics kiln implements.
   int max_opset = kMaxSupportedOpset;
   InferFn infer;
   FlopsFn flops;          // Optional; absent counts as one op per output element.

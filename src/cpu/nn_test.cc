@@ -564,6 +564,72 @@ TEST(NnBatchNorm, RejectsTrainingMode) {
   EXPECT_THROW(Run1("BatchNormalization", {x, Filled({3}, 1.f), p, p, p}, {}, 15), Error);
 }
 
+TEST(NnBatchNorm, Opset6IsTest) {
+  // BatchNormalization-6: is_test=1 selects the inference formula; the
+  // default is_test=0 (training, batch statistics) is rejected.
+  Tensor x = Tensor::FromFloats({1, 2, 3}, {-1, 0, 1, 2, 4, 6});
+  Tensor scale = Tensor::FromFloats({2}, {2.f, 1.f});
+  Tensor bias = Tensor::FromFloats({2}, {0.f, 1.f});
+  Tensor mean = Tensor::FromFloats({2}, {1.f, 4.f});
+  Tensor var = Tensor::FromFloats({2}, {4.f, 1.f});
+  ir::Attributes a;
+  a.set("is_test", int64_t{1});
+  a.set("epsilon", 0.f);
+  a.set("momentum", 0.9f);
+  // (x - mean) / sqrt(var) * scale + bias, per channel.
+  ExpectValues(Run1("BatchNormalization", {x, scale, bias, mean, var}, a, 6), {1, 2, 3},
+               {-2, -1, 0, -1, 1, 3});
+  // consumed_inputs (opset 1) is ignored.
+  ir::Attributes a1 = a;
+  a1.set("consumed_inputs", std::vector<int64_t>{0, 0, 0, 1, 1});
+  ExpectValues(Run1("BatchNormalization", {x, scale, bias, mean, var}, a1, 1), {1, 2, 3},
+               {-2, -1, 0, -1, 1, 3});
+  EXPECT_THROW(Run1("BatchNormalization", {x, scale, bias, mean, var}, {}, 6), Error);
+  ir::Attributes training;
+  training.set("is_test", int64_t{0});
+  EXPECT_THROW(Run1("BatchNormalization", {x, scale, bias, mean, var}, training, 6), Error);
+}
+
+TEST(NnOldOpset, ConvPoolGemmAcceptOpset1And6) {
+  // These ops mean the same before opset 7; check values at the old opsets
+  // match the opset-17 results.
+  Tensor x = RandomTensor({1, 2, 5, 5}, -1, 1, 41);
+  Tensor w = RandomTensor({3, 2, 3, 3}, -1, 1, 42);
+  Tensor b = RandomTensor({3}, -1, 1, 43);
+  ir::Attributes conv;
+  conv.set("kernel_shape", std::vector<int64_t>{3, 3});
+  conv.set("pads", std::vector<int64_t>{1, 1, 1, 1});
+  conv.set("strides", std::vector<int64_t>{2, 2});
+  EXPECT_EQ(MaxAbsoluteError(Run1("Conv", {x, w, b}, conv, 6), Run1("Conv", {x, w, b}, conv)),
+            0.0);
+  ir::Attributes pool;
+  pool.set("kernel_shape", std::vector<int64_t>{2, 2});
+  pool.set("pads", std::vector<int64_t>{0, 0, 1, 1});
+  pool.set("strides", std::vector<int64_t>{2, 2});
+  for (const char* op : {"MaxPool", "AveragePool"})
+    EXPECT_EQ(MaxAbsoluteError(Run1(op, {x}, pool, 1), Run1(op, {x}, pool)), 0.0) << op;
+  // AveragePool before opset 7 has no count_include_pad: padding is excluded.
+  Tensor ones = Filled({1, 1, 3, 3}, 1.f);
+  ExpectValues(Run1("AveragePool", {ones}, pool, 6), {1, 1, 2, 2}, {1, 1, 1, 1});
+  ExpectValues(Run1("GlobalAveragePool", {Iota({1, 2, 2, 2})}, {}, 1), {1, 2, 1, 1}, {1.5f, 5.5f});
+  ExpectValues(Run1("GlobalMaxPool", {Iota({1, 2, 2, 2})}, {}, 1), {1, 2, 1, 1}, {3, 7});
+
+  // Gemm-6 with broadcast=1: C of shape (N) is added to every row.
+  Tensor a = Tensor::FromFloats({2, 2}, {1, 2, 3, 4});
+  Tensor bm = Tensor::FromFloats({2, 2}, {1, 0, 0, 1});
+  Tensor c = Tensor::FromFloats({2}, {10, 20});
+  ir::Attributes gemm;
+  gemm.set("broadcast", int64_t{1});
+  gemm.set("alpha", 1.f);
+  gemm.set("beta", 1.f);
+  ExpectValues(Run1("Gemm", {a, bm, c}, gemm, 6), {2, 2}, {11, 22, 13, 24});
+  gemm.set("transB", int64_t{1});
+  Tensor bt = Tensor::FromFloats({2, 2}, {1, 2, 3, 4});
+  // A * B^T = [[5, 11], [11, 25]], plus C on every row.
+  ExpectValues(Run1("Gemm", {a, bt, c}, gemm, 6), {2, 2}, {15, 31, 21, 45});
+  ExpectValues(Run1("MatMul", {a, bm}, {}, 1), {2, 2}, {1, 2, 3, 4});
+}
+
 TEST(NnInstanceNorm, MatchesNaive) {
   Tensor x = RandomTensor({2, 3, 4, 5}, -2, 2, 31);
   Tensor scale = RandomTensor({3}, 0.5, 1.5, 32);

@@ -666,5 +666,45 @@ TEST(ReduceMvnTest, DefaultAxesMatchNaive) {
   EXPECT_THROW(RunNode("MeanVarianceNormalization", {RandomTensor({2, 3})}, {}, 1, 13), Error);
 }
 
+// ---- Opsets before 7: same semantics, axes/axis as attributes ----
+
+TEST(ReduceOldOpset, ReductionsAndSoftmaxAtOpset1And6) {
+  Tensor x = RandomTensor({2, 3, 4}, 0.5, 2, 21);
+  auto sum = [](const std::vector<double>& v) {
+    double s = 0;
+    for (double e : v) s += e;
+    return s;
+  };
+  for (int opset : {1, 6}) {
+    SCOPED_TRACE(::testing::Message() << "opset " << opset);
+    EXPECT_LT(MaxAbsoluteError(RunReduce("ReduceSum", x, {2}, 1, opset),
+                               NaiveReduce(x, {2}, true, sum)),
+              1e-5);
+    EXPECT_LT(MaxAbsoluteError(RunReduce("ReduceMean", x, {2}, 0, opset),
+                               NaiveReduce(x, {2}, false,
+                                           [&](const std::vector<double>& v) {
+                                             return sum(v) / static_cast<double>(v.size());
+                                           })),
+              1e-5);
+    EXPECT_LT(MaxAbsoluteError(RunReduce("ReduceLogSum", x, {2, 1}, 0, opset),
+                               NaiveReduce(x, {1, 2}, false,
+                                           [&](const std::vector<double>& v) {
+                                             return std::log(sum(v));
+                                           })),
+              1e-5);
+    for (const char* op : {"Softmax", "LogSoftmax"}) {
+      ir::Attributes attrs;
+      attrs.set("axis", int64_t{2});
+      Tensor y = RunNode(op, {x}, attrs, 1, opset)[0];
+      EXPECT_LT(MaxAbsoluteError(
+                    y, NaiveSoftmax(x, Coerced2D(x.dims(), 2), std::string(op) == "LogSoftmax")),
+                1e-5)
+          << op;
+    }
+  }
+  // A bad axis still fails cleanly at the old opsets.
+  EXPECT_THROW(RunReduce("ReduceSum", x, {3}, 1, 6), Error);
+}
+
 }  // namespace
 }  // namespace kiln

@@ -135,6 +135,7 @@ int64_t CheckIndex(int64_t index, int64_t size, const char* what) {
 void CopyKernel(KernelContext& ctx) { CopyBytes(ctx.input(0), ctx.output(0)); }
 
 void DropoutKernel(KernelContext& ctx) {
+  tensor_ops::CheckLegacyDropoutIsTest(ctx.node());
   if (ctx.opset() >= 12) {
     const Tensor* training = ctx.optional_input(2);
     const Tensor* ratio = ctx.optional_input(1);
@@ -258,7 +259,7 @@ void SpaceToDepthKernel(KernelContext& ctx) {
 
 void ConcatKernel(KernelContext& ctx) {
   Tensor& out = ctx.output(0);
-  const int axis = NormalizeAxis(ctx.attrs().GetInt("axis"), out.rank(), ctx.node());
+  const int axis = NormalizeAxis(tensor_ops::ConcatAxis(ctx.node()), out.rank(), ctx.node());
   const size_t esize = DTypeSize(out.dtype());
   const int64_t outer = Product(out.dims(), 0, static_cast<size_t>(axis));
   const size_t out_row =
@@ -281,8 +282,7 @@ void SplitKernel(KernelContext& ctx) {
   const Tensor& in = ctx.input(0);
   const int axis = NormalizeAxis(ctx.attrs().GetInt("axis", 0), in.rank(), ctx.node());
   std::vector<int64_t> sizes = tensor_ops::SplitSizes(
-      ctx.node(), in.dim(axis), ctx.opset() >= 13 ? ctx.optional_input(1) : nullptr,
-      ctx.num_outputs());
+      ctx.node(), in.dim(axis), ctx.optional_input(1), ctx.num_outputs());
   const size_t esize = DTypeSize(in.dtype());
   const int64_t outer = Product(in.dims(), 0, static_cast<size_t>(axis));
   const size_t inner =

@@ -688,5 +688,114 @@ TEST(TensorShapeChain, ConstantInputsGiveExactShapes) {
   EXPECT_EQ(*t[2].shape, (Shape{S("n"), K(2)}));
 }
 
+// ---- Opsets before 7 ----
+
+TEST(TensorOldOpset, ReshapeShapeAttribute) {
+  // Reshape-1 takes the target shape as an attribute (with 0 and -1).
+  Tensor x = Iota({2, 3, 2});
+  ExpectTensor(Run1("Reshape", {x}, Attrs({{"shape", std::vector<int64_t>{0, -1}}}), 1),
+               DType::kFloat32, {2, 6}, {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11});
+  // Opset 5 on uses the input, as before.
+  ExpectTensor(Run1("Reshape", {x, I1({3, 4})}, {}, 5), DType::kFloat32, {3, 4},
+               {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11});
+  EXPECT_THROW(Run1("Reshape", {x}, {}, 1), Error);
+  EXPECT_THROW(Run1("Reshape", {x}, Attrs({{"shape", std::vector<int64_t>{5, -1}}}), 1), Error);
+  // Symbolic inference from the attribute.
+  std::vector<TensorType> t =
+      Infer("Reshape",
+            {TensorType{DType::kFloat32, ir::Shape{Dim::Symbol("N"), Dim::Known(3), Dim::Known(2)}}},
+            {}, Attrs({{"shape", std::vector<int64_t>{0, 6}}}), 4);
+  EXPECT_EQ(ir::ShapeToString(*t[0].shape), "[N,6]");
+}
+
+TEST(TensorOldOpset, ConcatDefaultAxis) {
+  // Concat-1 defaults axis to 1; from opset 4 axis is required.
+  Tensor a = Iota({1, 2});
+  Tensor b = Iota({1, 1});
+  ExpectTensor(Run1("Concat", {a, b}, {}, 1), DType::kFloat32, {1, 3}, {0, 1, 0});
+  ExpectTensor(Run1("Concat", {a, b}, Attrs({{"axis", int64_t{1}}}), 4), DType::kFloat32,
+               {1, 3}, {0, 1, 0});
+  EXPECT_THROW(Run1("Concat", {a, b}, {}, 4), Error);
+  EXPECT_THROW(Run1("Concat", {a, b}, Attrs({{"axis", int64_t{0}}}), 1), Error);
+}
+
+TEST(TensorOldOpset, SplitAttributeAndOpset1Input) {
+  Tensor x = Iota({3, 2});
+  // Split-2 `split` attribute.
+  std::vector<Tensor> parts =
+      RunNode("Split", {x}, Attrs({{"axis", int64_t{0}}, {"split", std::vector<int64_t>{2, 1}}}),
+              2, 6);
+  ExpectTensor(parts[0], DType::kFloat32, {2, 2}, {0, 1, 2, 3});
+  ExpectTensor(parts[1], DType::kFloat32, {1, 2}, {4, 5});
+  // Split-1 also took the sizes as a second input.
+  parts = RunNode("Split", {x, I1({1, 2})}, Attrs({{"axis", int64_t{0}}}), 2, 1, {false, true});
+  ExpectTensor(parts[0], DType::kFloat32, {1, 2}, {0, 1});
+  ExpectTensor(parts[1], DType::kFloat32, {2, 2}, {2, 3, 4, 5});
+  // Equal halves along the last axis.
+  parts = RunNode("Split", {x}, Attrs({{"axis", int64_t{-1}}}), 2, 6);
+  ExpectTensor(parts[0], DType::kFloat32, {3, 1}, {0, 2, 4});
+  ExpectTensor(parts[1], DType::kFloat32, {3, 1}, {1, 3, 5});
+  EXPECT_THROW(RunNode("Split", {x}, Attrs({{"split", std::vector<int64_t>{2, 2}}}), 2, 6),
+               Error);
+}
+
+TEST(TensorOldOpset, PadAttributes) {
+  Tensor x = Iota({1, 3});
+  // Pad-2: pads/mode/value attributes.
+  ExpectTensor(Run1("Pad", {x},
+                    Attrs({{"pads", std::vector<int64_t>{0, 1, 0, 2}}, {"value", 7.f}}), 2),
+               DType::kFloat32, {1, 6}, {7, 0, 1, 2, 7, 7});
+  ExpectTensor(Run1("Pad", {x},
+                    Attrs({{"pads", std::vector<int64_t>{0, 2, 0, 1}},
+                           {"mode", std::string("reflect")}}),
+                    6),
+               DType::kFloat32, {1, 6}, {2, 1, 0, 1, 2, 1});
+  // Pad-1 called it `paddings`.
+  ExpectTensor(Run1("Pad", {x},
+                    Attrs({{"paddings", std::vector<int64_t>{0, 1, 0, 1}},
+                           {"mode", std::string("edge")}}),
+                    1),
+               DType::kFloat32, {1, 5}, {0, 0, 1, 2, 2});
+  EXPECT_THROW(Run1("Pad", {x}, {}, 2), Error);
+  EXPECT_THROW(Run1("Pad", {x}, Attrs({{"pads", std::vector<int64_t>{1, 1}}}), 2), Error);
+}
+
+TEST(TensorOldOpset, DropoutIsTest) {
+  Tensor x = Iota({2, 2});
+  // Dropout-6 with is_test=1 is an identity; the mask has the input's type.
+  std::vector<Tensor> out =
+      RunNode("Dropout", {x}, Attrs({{"is_test", int64_t{1}}, {"ratio", 0.3f}}), 2, 6);
+  ExpectTensor(out[0], DType::kFloat32, {2, 2}, {0, 1, 2, 3});
+  ExpectTensor(out[1], DType::kFloat32, {2, 2}, {1, 1, 1, 1});
+  // Training mode (the default is_test=0) would drop at random.
+  EXPECT_THROW(Run1("Dropout", {x}, {}, 6), Error);
+  ExpectTensor(Run1("Dropout", {x}, Attrs({{"ratio", 0.f}}), 1), DType::kFloat32, {2, 2},
+               {0, 1, 2, 3});
+  // Opset 7 has no is_test: inference is an identity.
+  ExpectTensor(Run1("Dropout", {x}, {}, 7), DType::kFloat32, {2, 2}, {0, 1, 2, 3});
+}
+
+TEST(TensorOldOpset, AttributeFormsAtOpset1) {
+  Tensor x = Iota({1, 2, 3});
+  ExpectTensor(Run1("Slice", {x},
+                    Attrs({{"starts", std::vector<int64_t>{1}}, {"ends", std::vector<int64_t>{3}},
+                           {"axes", std::vector<int64_t>{2}}}),
+                    1),
+               DType::kFloat32, {1, 2, 2}, {1, 2, 4, 5});
+  ExpectTensor(Run1("Squeeze", {x}, Attrs({{"axes", std::vector<int64_t>{0}}}), 1),
+               DType::kFloat32, {2, 3}, {0, 1, 2, 3, 4, 5});
+  ExpectTensor(Run1("Unsqueeze", {x}, Attrs({{"axes", std::vector<int64_t>{3}}}), 1),
+               DType::kFloat32, {1, 2, 3, 1}, {0, 1, 2, 3, 4, 5});
+  ExpectTensor(Run1("Transpose", {x}, Attrs({{"perm", std::vector<int64_t>{0, 2, 1}}}), 1),
+               DType::kFloat32, {1, 3, 2}, {0, 3, 1, 4, 2, 5});
+  ExpectTensor(Run1("Flatten", {x}, Attrs({{"axis", int64_t{2}}}), 1), DType::kFloat32, {2, 3},
+               {0, 1, 2, 3, 4, 5});
+  ExpectTensor(Run1("Gather", {x, I1({2, 0})}, Attrs({{"axis", int64_t{2}}}), 1),
+               DType::kFloat32, {1, 2, 2}, {2, 0, 5, 3});
+  ExpectTensor(Run1("Tile", {Iota({2}), I1({2})}, {}, 6), DType::kFloat32, {4}, {0, 1, 0, 1});
+  // Tile-1 had a different signature (tiles, axis): not implemented.
+  EXPECT_THROW(Run1("Tile", {Iota({2}), I1({2})}, {}, 1), Error);
+}
+
 }  // namespace
 }  // namespace kiln

@@ -450,6 +450,11 @@ void InferBatchNorm(InferContext& ctx) {
   CheckFloat(x.dtype, "BatchNormalization input X");
   KILN_CHECK(ctx.attrs().GetInt("training_mode", 0) == 0,
              "training_mode=1 is not supported (kiln runs inference only)");
+  // Opsets 1-6 default to training mode (batch statistics); only is_test=1 is inference.
+  if (ctx.opset() < 7)
+    KILN_CHECK(ctx.attrs().GetInt("is_test", 0) != 0,
+               "is_test=0 (training mode, the default before opset 7) is not supported: kiln "
+               "runs inference only and needs is_test=1");
   for (int i = 1; i < ctx.num_outputs(); ++i)
     KILN_CHECK(ctx.node().outputs[static_cast<size_t>(i)] == nullptr,
                "training-mode outputs (running or saved mean/var) are not supported");
@@ -639,28 +644,48 @@ double EinsumFlops(const ir::Node& node, const std::vector<ir::TensorType>& in,
 }  // namespace
 
 void RegisterNnOps(OpRegistry& registry) {
+  // Conv, ConvTranspose, pools, InstanceNormalization, Gemm and MatMul mean the
+  // same since opset 1: later versions only added attributes whose defaults
+  // are the old behaviour, or (Gemm-7) relaxed Gemm-6's `broadcast` flag into
+  // the unidirectional broadcast kiln always applies.
   OpDef& conv = registry.Define("Conv");
+  conv.min_opset = 1;
   conv.infer = InferConv;
   conv.flops = ConvFlops;
 
   OpDef& conv_transpose = registry.Define("ConvTranspose");
+  conv_transpose.min_opset = 1;
   conv_transpose.infer = InferConvTranspose;
   conv_transpose.flops = ConvTransposeFlops;
 
-  registry.Define("MaxPool").infer = [](InferContext& ctx) { InferPool(ctx, true); };
-  registry.Define("AveragePool").infer = [](InferContext& ctx) { InferPool(ctx, false); };
-  registry.Define("GlobalAveragePool").infer = [](InferContext& ctx) {
-    InferGlobalPool(ctx, false);
-  };
-  registry.Define("GlobalMaxPool").infer = [](InferContext& ctx) { InferGlobalPool(ctx, true); };
-  registry.Define("BatchNormalization").infer = InferBatchNorm;
-  registry.Define("InstanceNormalization").infer = InferInstanceNorm;
+  OpDef& max_pool = registry.Define("MaxPool");
+  max_pool.min_opset = 1;
+  max_pool.infer = [](InferContext& ctx) { InferPool(ctx, true); };
+  OpDef& average_pool = registry.Define("AveragePool");
+  average_pool.min_opset = 1;
+  average_pool.infer = [](InferContext& ctx) { InferPool(ctx, false); };
+  OpDef& global_average_pool = registry.Define("GlobalAveragePool");
+  global_average_pool.min_opset = 1;
+  global_average_pool.infer = [](InferContext& ctx) { InferGlobalPool(ctx, false); };
+  OpDef& global_max_pool = registry.Define("GlobalMaxPool");
+  global_max_pool.min_opset = 1;
+  global_max_pool.infer = [](InferContext& ctx) { InferGlobalPool(ctx, true); };
+
+  // Before opset 7, BatchNormalization's is_test picks inference (see InferBatchNorm).
+  OpDef& batch_norm = registry.Define("BatchNormalization");
+  batch_norm.min_opset = 1;
+  batch_norm.infer = InferBatchNorm;
+  OpDef& instance_norm = registry.Define("InstanceNormalization");
+  instance_norm.min_opset = 1;
+  instance_norm.infer = InferInstanceNorm;
 
   OpDef& gemm = registry.Define("Gemm");
+  gemm.min_opset = 1;
   gemm.infer = InferGemm;
   gemm.flops = GemmFlops;
 
   OpDef& matmul = registry.Define("MatMul");
+  matmul.min_opset = 1;
   matmul.infer = InferMatMul;
   matmul.flops = MatMulFlops;
 

@@ -256,18 +256,23 @@ void RegisterReduceOps(OpRegistry& registry) {
   // Reductions. ReduceMax/ReduceMin also accept bool (opset 20) and 8-bit ints.
   const char* kReduceOps[] = {"ReduceSum", "ReduceMean",   "ReduceProd",      "ReduceL1",
                               "ReduceL2",  "ReduceLogSum", "ReduceLogSumExp", "ReduceSumSquare"};
+  // Every family member below has kept its semantics since opset 1 (axes and
+  // axis were attributes; the softmax family's pre-13 coerce-to-2-D is handled).
   for (const char* name : kReduceOps) {
     OpDef& def = registry.Define(name);
+    def.min_opset = 1;
     def.infer = [](InferContext& ctx) { InferReduce(ctx, /*allow_bool=*/false); };
     def.flops = InputProportionalFlops(1);
   }
   for (const char* name : {"ReduceMax", "ReduceMin"}) {
     OpDef& def = registry.Define(name);
+    def.min_opset = 1;
     def.infer = [](InferContext& ctx) { InferReduce(ctx, /*allow_bool=*/true); };
     def.flops = InputProportionalFlops(1);
   }
   for (const char* name : {"ArgMax", "ArgMin"}) {
     OpDef& def = registry.Define(name);
+    def.min_opset = 1;
     def.infer = InferArgReduce;
     def.flops = InputProportionalFlops(1);
   }
@@ -275,6 +280,7 @@ void RegisterReduceOps(OpRegistry& registry) {
   // Softmax family: max, subtract, exp, sum, scale.
   for (const char* name : {"Softmax", "LogSoftmax", "Hardmax"}) {
     OpDef& def = registry.Define(name);
+    def.min_opset = 1;
     def.infer = InferSoftmaxLike;
     def.flops = InputProportionalFlops(5);
   }
@@ -291,6 +297,7 @@ void RegisterReduceOps(OpRegistry& registry) {
   group_norm.flops = InputProportionalFlops(8);
 
   OpDef& lp_norm = registry.Define("LpNormalization");
+  lp_norm.min_opset = 1;
   lp_norm.infer = InferLpNorm;
   lp_norm.flops = InputProportionalFlops(3);
 

@@ -102,6 +102,20 @@ SliceArgs GetSliceArgs(const ir::Node& node, int rank, const Tensor* starts, con
   return a;
 }
 
+void CheckLegacyDropoutIsTest(const ir::Node& node) {
+  if (node.opset >= 7 || node.attrs.GetInt("is_test", 0) != 0) return;
+  KILN_CHECK(node.attrs.GetFloat("ratio", 0.5f) == 0.f,
+             "is_test=0 (training mode, the default before opset 7) drops at random; kiln runs "
+             "inference only and needs is_test=1");
+}
+
+int64_t ConcatAxis(const ir::Node& node) {
+  // Concat-1 defaulted axis to 1; from opset 4 it is required.
+  if (node.opset < 4) return node.attrs.GetInt("axis", 1);
+  KILN_CHECK(node.attrs.has("axis"), "Concat needs the axis attribute");
+  return node.attrs.GetInt("axis");
+}
+
 std::vector<int64_t> SplitSizes(const ir::Node& node, int64_t dim, const Tensor* split,
                                 int num_outputs) {
   KILN_CHECK(num_outputs >= 1, "Split needs at least one output");
@@ -110,7 +124,8 @@ std::vector<int64_t> SplitSizes(const ir::Node& node, int64_t dim, const Tensor*
   if (node.opset < 13 && node.attrs.has("split")) {
     sizes = node.attrs.GetInts("split");
     explicit_sizes = true;
-  } else if (node.opset >= 13 && split) {
+  } else if ((node.opset >= 13 || node.opset < 2) && split) {
+    // Split-1 also accepted the sizes as an optional second input.
     sizes = split->ToInt64Vector();
     explicit_sizes = true;
   }
@@ -161,7 +176,10 @@ PadArgs GetPadArgs(const ir::Node& node, int rank, const Tensor* pads, const Ten
   }
   std::vector<int64_t> given;
   if (node.opset < 11) {
-    given = node.attrs.GetInts("pads");
+    // Pad-1 called the attribute `paddings`; Pad-2 renamed it `pads` (same layout).
+    const char* name = node.opset < 2 && !node.attrs.has("pads") ? "paddings" : "pads";
+    KILN_CHECK(node.attrs.has(name), "Pad before opset 11 needs the ", name, " attribute");
+    given = node.attrs.GetInts(name);
   } else {
     KILN_CHECK(pads, "the pads input is required");
     given = pads->ToInt64Vector();
@@ -433,17 +451,24 @@ void InferFlatten(InferContext& ctx) {
 
 void InferReshape(InferContext& ctx) {
   const TensorType& in = ctx.input_type(0);
-  const Tensor* shape_value = ctx.input_value(1);
-  if (!shape_value) {
-    std::optional<int64_t> len = Static1DLength(ctx, 1);
-    ctx.set_output(
-        0, len ? TensorType{in.dtype, UnknownDims(static_cast<int>(*len))} : UnknownRank(in.dtype));
-    return;
+  std::vector<int64_t> target;
+  if (ctx.opset() < 5) {
+    // Reshape-1 took the target shape as an attribute.
+    KILN_CHECK(ctx.attrs().has("shape"), "Reshape before opset 5 needs the shape attribute");
+    target = ctx.attrs().GetInts("shape");
+  } else {
+    const Tensor* shape_value = ctx.input_value(1);
+    if (!shape_value) {
+      std::optional<int64_t> len = Static1DLength(ctx, 1);
+      ctx.set_output(0, len ? TensorType{in.dtype, UnknownDims(static_cast<int>(*len))}
+                            : UnknownRank(in.dtype));
+      return;
+    }
+    KILN_CHECK(shape_value->rank() == 1, "the shape input must be 1-D, got ",
+               shape_value->TypeString());
+    target = shape_value->ToInt64Vector();
   }
-  KILN_CHECK(shape_value->rank() == 1, "the shape input must be 1-D, got ",
-             shape_value->TypeString());
   const bool allow_zero = ctx.opset() >= 14 && ctx.attrs().GetInt("allowzero", 0) != 0;
-  std::vector<int64_t> target = shape_value->ToInt64Vector();
   Shape out(target.size());
   int infer_at = -1;
   bool has_zero = false;
@@ -549,7 +574,7 @@ void InferConcat(InferContext& ctx) {
   }
   const int rank = first_ranked->rank();
   KILN_CHECK(rank >= 1, "cannot concatenate scalars");
-  const int axis = NormalizeAxis(ctx.attrs().GetInt("axis"), rank, ctx.node());
+  const int axis = NormalizeAxis(tensor_ops::ConcatAxis(ctx.node()), rank, ctx.node());
   Shape out = *first_ranked->shape;
   Dim total = Dim::Known(0);
   for (int i = 0; i < ctx.num_inputs(); ++i) {
@@ -587,7 +612,7 @@ void InferSplit(InferContext& ctx) {
   const int axis = NormalizeAxis(ctx.attrs().GetInt("axis", 0), in.rank(), ctx.node());
   const Dim& dim = (*in.shape)[static_cast<size_t>(axis)];
   std::vector<Dim> parts(static_cast<size_t>(n), Dim::Unknown());
-  const bool split_input = ctx.opset() >= 13 && ctx.has_input(1);
+  const bool split_input = (ctx.opset() >= 13 || ctx.opset() < 2) && ctx.has_input(1);
   if (split_input && !ctx.input_value(1)) {
     // Sizes unknown until run time.
   } else if (dim.is_known()) {
@@ -782,6 +807,7 @@ void InferConstantOfShape(InferContext& ctx) {
 
 void InferDropout(InferContext& ctx) {
   const TensorType& in = ctx.input_type(0);
+  tensor_ops::CheckLegacyDropoutIsTest(ctx.node());
   if (ctx.opset() >= 12) {
     // Training mode drops at random, except with ratio 0 where it is an identity.
     const Tensor* training = ctx.input_value(2);
@@ -1111,28 +1137,31 @@ OpDef& Def(OpRegistry& registry, const std::string& name, InferFn infer, int min
 }  // namespace
 
 void RegisterTensorOps(OpRegistry& registry) {
-  Def(registry, "Identity", InferSameAsInput);
-  Def(registry, "Flatten", InferFlatten);
-  Def(registry, "Reshape", InferReshape);
-  Def(registry, "Transpose", InferTranspose);
-  Def(registry, "Concat", InferConcat);
-  Def(registry, "Split", InferSplit);
-  Def(registry, "Slice", InferSlice);
-  Def(registry, "Gather", InferGather);
-  Def(registry, "Squeeze", InferSqueeze);
-  Def(registry, "Unsqueeze", InferUnsqueeze);
-  Def(registry, "Shape", InferShape);
-  Def(registry, "Size", InferSize);
+  // Opset 1 forms handled where they differ: Reshape's shape attribute (< 5),
+  // Concat's default axis (< 4), Split's split input (1), Slice's attributes
+  // (< 10), Squeeze/Unsqueeze axes attributes (< 13), Pad's paddings (1).
+  Def(registry, "Identity", InferSameAsInput, 1);
+  Def(registry, "Flatten", InferFlatten, 1);
+  Def(registry, "Reshape", InferReshape, 1);
+  Def(registry, "Transpose", InferTranspose, 1);
+  Def(registry, "Concat", InferConcat, 1);
+  Def(registry, "Split", InferSplit, 1);
+  Def(registry, "Slice", InferSlice, 1);
+  Def(registry, "Gather", InferGather, 1);
+  Def(registry, "Squeeze", InferSqueeze, 1);
+  Def(registry, "Unsqueeze", InferUnsqueeze, 1);
+  Def(registry, "Shape", InferShape, 1);
+  Def(registry, "Size", InferSize, 1);
   Def(registry, "ConstantOfShape", InferConstantOfShape, 9);
-  Def(registry, "Dropout", InferDropout);
+  Def(registry, "Dropout", InferDropout, 1);
   Def(registry, "Expand", InferExpand, 8);
-  Def(registry, "Tile", InferTile);
+  Def(registry, "Tile", InferTile, 6);  // Tile-1 took (tiles, axis) inputs.
   Def(registry, "Range", InferRange, 11);
-  Def(registry, "Pad", InferPad);
+  Def(registry, "Pad", InferPad, 1);
   Def(registry, "Resize", InferResize, 10);
   Def(registry, "Upsample", InferResize, 7, 10);
-  Def(registry, "TopK", InferTopK);
-  Def(registry, "Constant", InferConstant);
+  Def(registry, "TopK", InferTopK, 1);
+  Def(registry, "Constant", InferConstant, 1);
   Def(registry, "GatherElements", InferGatherElements, 11);
   Def(registry, "GatherND", InferGatherND, 11);
   Def(registry, "ScatterND", InferScatter, 11);
@@ -1140,8 +1169,8 @@ void RegisterTensorOps(OpRegistry& registry) {
   Def(registry, "Scatter", InferScatter, 9, 10);
   Def(registry, "NonZero", InferNonZero, 9);
   Def(registry, "OneHot", InferOneHot, 9);
-  Def(registry, "DepthToSpace", InferDepthToSpace);
-  Def(registry, "SpaceToDepth", InferDepthToSpace);
+  Def(registry, "DepthToSpace", InferDepthToSpace, 1);
+  Def(registry, "SpaceToDepth", InferDepthToSpace, 1);
   Def(registry, "CumSum", InferCumSum, 11);
   Def(registry, "Trilu", InferTrilu, 14);
   Def(registry, "EyeLike", InferEyeLike, 9);

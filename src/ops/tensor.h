@@ -37,10 +37,19 @@ struct SliceArgs {
 SliceArgs GetSliceArgs(const ir::Node& node, int rank, const Tensor* starts, const Tensor* ends,
                        const Tensor* axes, const Tensor* steps);
 
+// ---- Concat ----
+// The concat axis as written (not normalized): opset < 4 defaults it to 1.
+int64_t ConcatAxis(const ir::Node& node);
+
+// ---- Dropout ----
+// Dropout-1/6 default to training mode (is_test=0); kiln runs inference only,
+// so it accepts such a node only when nothing would be dropped (ratio 0).
+void CheckLegacyDropoutIsTest(const ir::Node& node);
+
 // ---- Split ----
 // Sizes of the outputs along the split axis of length `dim`, from the split
-// attribute (opset < 13), the split input (value, or nullptr), num_outputs
-// (opset 18) or equal parts.
+// attribute (opsets 1-12), the split input (value, or nullptr; opset 1 and
+// 13+), num_outputs (opset 18) or equal parts.
 std::vector<int64_t> SplitSizes(const ir::Node& node, int64_t dim, const Tensor* split,
                                 int num_outputs);
 

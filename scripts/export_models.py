@@ -14,6 +14,7 @@ Uses Debian's torch 1.13 / torchvision 0.14 / onnx 1.12; opset 17.
 """
 
 import argparse
+import inspect
 import math
 import os
 import sys
@@ -33,6 +34,14 @@ SEED = 1234
 # ---------------------------------------------------------------------------
 # CNNs (torchvision)
 # ---------------------------------------------------------------------------
+
+
+# torch >= 2.9 defaults to the dynamo exporter; kiln's tests pin the
+# TorchScript exporter that Debian's torch 1.13 uses, so both produce the same
+# graphs (the GPU host runs this script with a newer torch).
+LEGACY_EXPORTER = (
+    {"dynamo": False} if "dynamo" in inspect.signature(torch.onnx.export).parameters else {}
+)
 
 
 def _calibrate_and_perturb_batchnorm(model, image_size):
@@ -82,6 +91,7 @@ def export_cnn(name, out_dir):
         output_names=["logits"],
         dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
         do_constant_folding=True,
+        **LEGACY_EXPORTER,
         # PRESERVE (with the model in eval mode) exports inference-mode BatchNormalization
         # nodes; the default EVAL mode would fuse BN into Conv in torch's exporter, leaving
         # nothing for kiln's own BN folding to do.
@@ -232,6 +242,7 @@ def export_bert(out_dir, layers):
             "pooler_output": {0: "batch"},
         },
         do_constant_folding=True,
+        **LEGACY_EXPORTER,
     )
     data_sets = []
     # Set 0: batch 2, seq 128, second row padded. Set 1: batch 1, seq 16, tail masked.

@@ -4,6 +4,7 @@
 #include <sys/wait.h>
 
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -15,6 +16,9 @@
 #include "ir/npy.h"
 #include "onnx.pb.h"
 #include "onnx/importer.h"
+#ifdef KILN_HAVE_CUDA
+#include "cuda/device.h"
+#endif
 #include "test_util.h"
 
 namespace kiln {
@@ -22,7 +26,11 @@ namespace {
 
 namespace fs = std::filesystem;
 
-const std::string kTestData = "/usr/share/libonnx-testdata/data";
+// Debian's libonnx-testdata; KILN_ONNX_TESTDATA points elsewhere (GPU hosts).
+const std::string kTestData = [] {
+  const char* env = std::getenv("KILN_ONNX_TESTDATA");
+  return std::string(env && *env ? env : "/usr/share/libonnx-testdata/data");
+}();
 const std::string kReluDir = kTestData + "/node/test_relu";
 
 struct CliResult {
@@ -57,7 +65,9 @@ class CliTest : public ::testing::Test {
 
   // Runs `kiln <args>` in the temp dir, capturing stdout and stderr.
   CliResult Kiln(const std::string& args) const {
-    const std::string binary = KILN_BINARY_DIR "/kiln";
+    // KILN_BINARY overrides the build tree's binary (a bundle on a GPU host).
+    const char* env = std::getenv("KILN_BINARY");
+    const std::string binary = env && *env ? std::string(env) : std::string(KILN_BINARY_DIR "/kiln");
     if (!fs::exists(binary)) ADD_FAILURE() << "kiln binary not built: " << binary;
     std::string command = "cd '" + dir_.string() + "' && '" + binary + "' " + args + " > '" +
                           Path("stdout.txt") + "' 2> '" + Path("stderr.txt") + "'";
@@ -230,8 +240,29 @@ TEST_F(CliTest, RunRejectsBadFilesAndOptions) {
   ExpectContains(r.err, "no_such_file.onnx");
 
   r = Kiln("run " + kReluDir + "/model.onnx --backend gpu");
+#ifdef KILN_HAVE_CUDA
+  if (cuda::DeviceAvailable()) {
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    ExpectContains(r.out, "gpu backend");
+  } else
+#endif
+  {
+    // No GPU (or no CUDA build): a clear error, never a crash.
+    EXPECT_EQ(r.exit_code, 1);
+    ExpectContains(r.err, "CUDA");
+  }
+
+  // Engine files are checked before anything touches the GPU.
+  std::string bogus = Path("bogus.kiln");
+  WriteFile(bogus, "definitely not an engine");
+  r = Kiln("run " + bogus);
   EXPECT_EQ(r.exit_code, 1);
-  ExpectContains(r.err, "not built yet");
+  ExpectContains(r.err, "not a kiln engine file");
+#ifdef KILN_HAVE_CUDA
+  r = Kiln("bench " + Path("missing.kiln"));
+  EXPECT_EQ(r.exit_code, 1);
+  ExpectContains(r.err, "missing.kiln");
+#endif
 
   r = Kiln("run " + kReluDir + "/model.onnx --shapes x=3x4");
   EXPECT_EQ(r.exit_code, 1);

@@ -159,3 +159,22 @@ std::string SafeFileName(const std::string& name) {
 }
 
 }  // namespace kiln::cli
+
+namespace kiln::cli {
+
+bool IsEngineFile(const std::string& path) {
+  return path.size() > 5 && path.compare(path.size() - 5, 5, ".kiln") == 0;
+}
+
+#ifdef KILN_HAVE_CUDA
+std::unique_ptr<Engine> LoadOrBuildEngine(const std::string& path, const EngineFlags& flags) {
+  if (IsEngineFile(path)) {
+    KILN_CHECK(!flags.fp16 && !flags.bf16 && !flags.tf32 && flags.shapes.empty(), path,
+               " is a built engine: precision and shapes were fixed by `kiln build`");
+    return Engine::Load(path);
+  }
+  return Engine::Build(path, MakeBuildConfig(flags));
+}
+#endif
+
+}  // namespace kiln::cli

@@ -18,6 +18,18 @@ namespace kiln::cli {
 // kiln::Error and turned into exit code 1 by main).
 void AddInspectCommand(CLI::App& app, int& exit_code);
 void AddRunCommand(CLI::App& app, int& exit_code);
+void AddBuildCommand(CLI::App& app, int& exit_code);
+void AddBenchCommand(CLI::App& app, int& exit_code);
+
+// Engine build flags shared by build, bench and run (build.cc).
+struct EngineFlags {
+  bool fp16 = false, bf16 = false, tf32 = false;
+  std::vector<std::string> shapes;  // name=1x3x224x224
+  std::string timing_cache;
+  std::string conv_layout = "auto";
+  bool verbose = false;
+};
+void AddEngineFlags(CLI::App* cmd, EngineFlags& flags);
 
 // Model-level fields that the IR does not keep.
 struct ModelMetadata {
@@ -58,4 +70,17 @@ std::string HumanBytes(double bytes);
 // become '_'.
 std::string SafeFileName(const std::string& name);
 
+// True when `path` names a kiln engine file (by its .kiln extension).
+bool IsEngineFile(const std::string& path);
+
 }  // namespace kiln::cli
+
+#ifdef KILN_HAVE_CUDA
+#include "kiln/engine.h"
+namespace kiln::cli {
+BuildConfig MakeBuildConfig(const EngineFlags& flags);
+void PrintEngineSummary(const Engine& engine);
+// Loads a .kiln file, or builds an engine from an ONNX file with `flags`.
+std::unique_ptr<Engine> LoadOrBuildEngine(const std::string& path, const EngineFlags& flags);
+}  // namespace kiln::cli
+#endif

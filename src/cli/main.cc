@@ -14,6 +14,8 @@ int main(int argc, char** argv) {
   int exit_code = 0;
   kiln::cli::AddInspectCommand(app, exit_code);
   kiln::cli::AddRunCommand(app, exit_code);
+  kiln::cli::AddBuildCommand(app, exit_code);
+  kiln::cli::AddBenchCommand(app, exit_code);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -24,7 +24,8 @@ struct RunOptions {
   std::string model_path;
   std::vector<std::string> inputs;  // name=file.npy
   std::vector<std::string> shapes;  // name=2x3x224x224
-  std::string backend = "cpu";
+  std::string backend = "cpu";  // "gpu" is implied by a .kiln engine file.
+  EngineFlags engine_flags;
   std::string output_dir = "kiln_outputs";
   uint32_t seed = 0;
   int iterations = 1;
@@ -169,10 +170,89 @@ void PrintOutput(const std::string& name, const Tensor& t, const std::string& sa
   if (!saved_path.empty()) out << "  saved to " << saved_path << "\n";
 }
 
+void WriteAndPrintOutputs(const std::vector<std::string>& names, const std::vector<Tensor>& outputs,
+                          const RunOptions& options) {
+  std::filesystem::create_directories(options.output_dir);
+  for (size_t i = 0; i < outputs.size(); ++i) {
+    const std::string& name = names[i];
+    Tensor t = outputs[i];
+    std::string path;
+    // NumPy has no bfloat16: save those as float32.
+    Tensor to_save = t.dtype() == DType::kBFloat16 ? t.CastTo(DType::kFloat32) : t;
+    if (to_save.dtype() != DType::kString) {
+      path = (std::filesystem::path(options.output_dir) / (SafeFileName(name) + ".npy")).string();
+      npy::WriteNpyFile(to_save, path);
+    }
+    PrintOutput(name, t, path);
+  }
+}
+
+#ifdef KILN_HAVE_CUDA
+// The GPU path: a .kiln engine, or an ONNX model built into one on the fly.
+int RunOnGpu(const RunOptions& options) {
+  EngineFlags flags = options.engine_flags;
+  flags.shapes.insert(flags.shapes.end(), options.shapes.begin(), options.shapes.end());
+  std::map<std::string, Tensor> feeds;
+  for (const std::string& spec : options.inputs) {
+    auto [name, path] = ParseNamedFile(spec);
+    Tensor t = npy::ReadNpyFile(path);
+    feeds[name] = t;
+  }
+  // Given inputs fix their shapes when building from ONNX.
+  if (!IsEngineFile(options.model_path)) {
+    for (const auto& [name, t] : feeds) {
+      if (name.empty()) continue;
+      std::string spec = name + "=";
+      for (int i = 0; i < t.rank(); ++i) spec += (i ? "x" : "") + std::to_string(t.dim(i));
+      flags.shapes.push_back(spec);
+    }
+  }
+  std::unique_ptr<Engine> engine = LoadOrBuildEngine(options.model_path, flags);
+  if (feeds.count("")) {
+    KILN_CHECK(engine->inputs().size() == 1, "--input without a name needs a one-input model");
+    feeds[engine->inputs()[0].name] = feeds[""];
+    feeds.erase("");
+  }
+  std::mt19937 rng(options.seed);
+  for (const TensorDesc& d : engine->inputs()) {
+    if (feeds.count(d.name)) continue;
+    ir::Value v;
+    v.name = d.name;
+    v.type = {d.dtype, ir::ShapeFromDims(d.dims)};
+    feeds[d.name] = RandomInput(v, rng);
+  }
+  std::unique_ptr<ExecutionContext> context = engine->CreateContext();
+  std::vector<Tensor> outputs;
+  std::vector<double> times_ms;
+  for (int i = 0; i < options.iterations; ++i) {
+    auto start = std::chrono::steady_clock::now();
+    outputs = context->Run(feeds);
+    auto end = std::chrono::steady_clock::now();
+    times_ms.push_back(std::chrono::duration<double, std::milli>(end - start).count());
+  }
+  std::vector<std::string> names;
+  for (const TensorDesc& d : engine->outputs()) names.push_back(d.name);
+  WriteAndPrintOutputs(names, outputs, options);
+  std::sort(times_ms.begin(), times_ms.end());
+  std::cout << std::fixed << std::setprecision(3) << "time: " << times_ms[times_ms.size() / 2]
+            << " ms per run (median of " << times_ms.size() << ", gpu backend, "
+            << PrecisionName(engine->info().precision)
+            << ", including host<->device copies and allocation)\n";
+  return 0;
+}
+#endif
+
 int RunModel(const RunOptions& options) {
-  KILN_CHECK(options.backend == "cpu", "the ", options.backend,
-             " backend is not built yet; use --backend cpu");
   KILN_CHECK(options.iterations >= 1, "--iterations must be at least 1");
+  if (options.backend == "gpu" || IsEngineFile(options.model_path)) {
+#ifdef KILN_HAVE_CUDA
+    return RunOnGpu(options);
+#else
+    Fail("this kiln was built without CUDA; use --backend cpu");
+#endif
+  }
+  KILN_CHECK(!options.engine_flags.fp16 && !options.engine_flags.bf16 && !options.engine_flags.tf32,
+             "--fp16/--bf16/--tf32 apply to --backend gpu");
 
   std::unique_ptr<ir::Graph> graph = onnx_import::ImportModelFile(options.model_path);
   // Concrete input shapes before optimizing, so shape computations fold.
@@ -200,19 +280,9 @@ int RunModel(const RunOptions& options) {
     times_ms.push_back(std::chrono::duration<double, std::milli>(end - start).count());
   }
 
-  std::filesystem::create_directories(options.output_dir);
-  for (size_t i = 0; i < outputs.size(); ++i) {
-    const std::string& name = graph->outputs()[i]->name;
-    Tensor t = outputs[i];
-    std::string path;
-    // NumPy has no bfloat16: save those as float32.
-    Tensor to_save = t.dtype() == DType::kBFloat16 ? t.CastTo(DType::kFloat32) : t;
-    if (to_save.dtype() != DType::kString) {
-      path = (std::filesystem::path(options.output_dir) / (SafeFileName(name) + ".npy")).string();
-      npy::WriteNpyFile(to_save, path);
-    }
-    PrintOutput(name, t, path);
-  }
+  std::vector<std::string> names;
+  for (const ir::Value* v : graph->outputs()) names.push_back(v->name);
+  WriteAndPrintOutputs(names, outputs, options);
   std::sort(times_ms.begin(), times_ms.end());
   std::cout << std::fixed << std::setprecision(3) << "time: " << times_ms[times_ms.size() / 2]
             << " ms per run (median of " << times_ms.size() << ", cpu backend)\n";
@@ -224,7 +294,7 @@ int RunModel(const RunOptions& options) {
 void AddRunCommand(CLI::App& app, int& exit_code) {
   auto options = std::make_shared<RunOptions>();
   CLI::App* cmd = app.add_subcommand("run", "Run a model on given or random inputs");
-  cmd->add_option("model", options->model_path, "ONNX model file")->required();
+  cmd->add_option("model", options->model_path, "ONNX model or kiln engine (.kiln) file")->required();
   cmd->add_option("--input,-i", options->inputs,
                   "An input as NAME=FILE.npy (just FILE.npy for a one-input model)");
   cmd->add_option("--shapes", options->shapes,
@@ -233,6 +303,9 @@ void AddRunCommand(CLI::App& app, int& exit_code) {
       ->check(CLI::IsMember({"cpu", "gpu"}));
   cmd->add_option("--output-dir,-o", options->output_dir, "Where to write <output>.npy files")
       ->capture_default_str();
+  cmd->add_flag("--fp16", options->engine_flags.fp16, "GPU: FP16 engine");
+  cmd->add_flag("--bf16", options->engine_flags.bf16, "GPU: BF16 engine");
+  cmd->add_flag("--tf32", options->engine_flags.tf32, "GPU: TF32 tensor-core math");
   cmd->add_option("--seed", options->seed, "Seed for random inputs")->capture_default_str();
   cmd->add_option("--iterations,-n", options->iterations, "Runs to time (median is printed)")
       ->capture_default_str();

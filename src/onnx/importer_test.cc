@@ -2,6 +2,8 @@
 #include "ops/registry.h"
 
 #include <gtest/gtest.h>
+
+#include <cstdlib>
 #include <unistd.h>
 
 #include <cstring>
@@ -15,7 +17,11 @@ namespace {
 
 namespace fs = std::filesystem;
 
-const std::string kTestData = "/usr/share/libonnx-testdata/data";
+// Debian's libonnx-testdata; KILN_ONNX_TESTDATA points elsewhere (GPU hosts).
+const std::string kTestData = [] {
+  const char* env = std::getenv("KILN_ONNX_TESTDATA");
+  return std::string(env && *env ? env : "/usr/share/libonnx-testdata/data");
+}();
 
 bool HaveTestData() { return fs::exists(kTestData + "/node/test_add/model.onnx"); }
 

@@ -35,6 +35,9 @@
 #include <CLI/CLI.hpp>
 
 #include "kiln/kiln.h"
+#ifdef KILN_HAVE_CUDA
+#include "kiln/engine.h"
+#endif
 #include "onnx.pb.h"
 #include "onnx/importer.h"
 #include "ops/registry.h"
@@ -72,6 +75,7 @@ struct Options {
   double timeout_s = 60;
   int64_t memory_limit_mb = 4096;
   bool no_fork = false;
+  std::string backend = "cpu";  // "gpu": build a kiln engine (FP32, TF32 off) per data set.
 };
 
 std::string OneLine(std::string s) {
@@ -280,6 +284,26 @@ Tensor MatchDeclaredType(const Tensor& t, int32_t declared) {
 // One test, in-process. Everything it throws becomes a FAILED outcome.
 // ---------------------------------------------------------------------------
 
+// The backend under test; set once from --backend before any test runs.
+std::string g_backend = "cpu";
+
+std::vector<Tensor> RunBackend(const std::string& model_path, const Model& model,
+                               const std::map<std::string, Tensor>& feeds) {
+  if (g_backend == "cpu") return model.RunCpu(feeds);
+#ifdef KILN_HAVE_CUDA
+  // A GPU engine specialized to this data set's shapes, FP32 with TF32 off,
+  // so the suite's tolerances apply unchanged.
+  BuildConfig config;
+  config.precision = Precision::kFP32;
+  config.tuning_iterations = 1;
+  for (const auto& [name, t] : feeds) config.shapes[name] = t.dims();
+  std::unique_ptr<Engine> engine = Engine::Build(model_path, config);
+  return engine->CreateContext()->Run(feeds);
+#else
+  Fail("this build has no CUDA backend");
+#endif
+}
+
 Outcome RunTestUnguarded(const TestCase& test) {
   fs::path model_path = test.dir / "model.onnx";
   if (!fs::exists(model_path)) return {Status::kSkipped, "no model.onnx (data not downloaded)"};
@@ -319,7 +343,7 @@ Outcome RunTestUnguarded(const TestCase& test) {
     }
     std::vector<Tensor> actual;
     try {
-      actual = model->RunCpu(feeds);
+      actual = RunBackend(model_path.string(), *model, feeds);
     } catch (const std::exception& e) {
       return {Status::kFailed, StrCat(set_name, ": run: ", e.what())};
     }
@@ -562,9 +586,14 @@ int Main(int argc, char** argv) {
   app.add_option("--memory-limit-mb", options.memory_limit_mb,
                  "Address-space limit per test process (0 = none)")
       ->capture_default_str();
+  app.add_option("--backend", options.backend, "cpu, or gpu (engines built per test, FP32)")
+      ->check(CLI::IsMember({"cpu", "gpu"}));
   app.add_flag("--no-fork", options.no_fork,
                "Run tests in this process (for debuggers; a crash ends the run)");
   CLI11_PARSE(app, argc, argv);
+  g_backend = options.backend;
+  // CUDA reserves far more address space than it uses: no RLIMIT_AS on GPU.
+  if (g_backend == "gpu") options.memory_limit_mb = 0;
 
   std::map<std::string, std::string> expected_failures;
   try {

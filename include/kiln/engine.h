@@ -1,0 +1,153 @@
+// kiln's GPU engine API, split like TensorRT's into build time and run time:
+//
+//   kiln::BuildConfig config;                       // precision, shapes, timing cache
+//   config.precision = kiln::Precision::kFP16;
+//   config.shapes["input"] = {32, 3, 224, 224};
+//   auto engine = kiln::Engine::Build("resnet50.onnx", config);   // lower, fuse, autotune
+//   engine->Save("resnet50.kiln");                   // later: kiln::Engine::Load(path)
+//
+//   auto context = engine->CreateContext();          // activation memory, handles
+//   context->Enqueue(device_inputs, device_outputs, stream);  // launches only
+//
+// An Engine is immutable and owns the weights on the device; any number of
+// ExecutionContexts share them, each with its own activation arena and
+// library handles, so contexts on different streams/threads run concurrently.
+// Enqueue allocates nothing and never synchronizes with the host; it can be
+// captured into a CUDA Graph, and EnqueueGraph does that for you.
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "kiln/kiln.h"
+#include "kiln/tensor.h"
+
+namespace kiln {
+
+enum class Precision {
+  kFP32,  // FP32 storage and math (TF32 off): the accuracy reference.
+  kTF32,  // FP32 storage, TF32 tensor-core math in convolutions and GEMMs.
+  kFP16,  // FP16 storage, FP32 accumulation.
+  kBF16,  // BF16 storage, FP32 accumulation.
+};
+const char* PrecisionName(Precision p);
+// Parses "fp32", "tf32", "fp16", "bf16"; throws on anything else.
+Precision ParsePrecision(const std::string& name);
+
+struct BuildConfig {
+  Precision precision = Precision::kFP32;
+  // Concrete dims per input name, for inputs with dynamic dims. Dynamic dims
+  // not given here are set to 1 (and reported in the build log).
+  std::map<std::string, std::vector<int64_t>> shapes;
+  // Channels-last convolutions: "auto" (NHWC for FP16/BF16, NCHW otherwise),
+  // "nhwc" or "nchw".
+  std::string conv_layout = "auto";
+  // A file mapping layer signatures to the fastest tactic; read before and
+  // written after the build so a rebuild skips timing.
+  std::string timing_cache_path;
+  int tuning_iterations = 10;  // Timed runs per tactic (after 2 warm-ups).
+  // Build log lines (per-layer choices with verbose) go here; null: silent.
+  std::function<void(const std::string&)> log;
+  bool verbose = false;
+};
+
+// One layer of a built engine, for reports.
+struct LayerInfo {
+  std::string name;
+  std::string op_type;     // "KilnConv", "KilnMatMul", "Softmax", ...
+  std::string fused;       // The ONNX nodes it replaced, comma separated.
+  std::string tactic;      // The chosen implementation.
+  int num_tactics = 1;
+  double tactic_time_ms = 0;  // Measured time of the chosen tactic (0 when cached/not timed).
+  std::string inputs, outputs;  // "float16[32,64,56,56] nhwc, ..."
+  double flops = 0;       // Floating-point operations per inference.
+  double bytes = 0;       // Bytes read + written (inputs, weights, outputs).
+  int kernel_launches = 0;
+  bool alias = false;     // Zero-copy view (Reshape, Flatten, ...): no launch.
+};
+
+struct EngineInfo {
+  Precision precision = Precision::kFP32;
+  std::string gpu_name;
+  int sm = 0;  // 90 for Hopper.
+  size_t weight_bytes = 0;
+  size_t activation_bytes = 0;  // Peak, after liveness-based sharing.
+  size_t workspace_bytes = 0;
+  int kernel_launches = 0;  // Per inference, as planned (measured by CUDA Graph capture in bench).
+  double build_seconds = 0;
+  int tactics_timed = 0;
+  int tactics_cached = 0;
+  std::vector<LayerInfo> layers;
+};
+
+class ExecutionContext;
+
+class Engine {
+ public:
+  // Imports, specializes shapes, lowers and autotunes. Throws kiln::Error
+  // naming the node/value for anything kiln cannot run on the GPU.
+  static std::unique_ptr<Engine> Build(const std::string& onnx_path, const BuildConfig& config);
+  // Loads a file written by Save. Throws on a corrupt file, a file of another
+  // format version, or one built for another GPU architecture/library version.
+  static std::unique_ptr<Engine> Load(const std::string& path);
+  void Save(const std::string& path) const;
+  ~Engine();
+
+  // Bindings with concrete dims, in model order. Inputs and outputs keep the
+  // model's dtypes (float32 for float models) whatever the precision.
+  const std::vector<TensorDesc>& inputs() const;
+  const std::vector<TensorDesc>& outputs() const;
+  const EngineInfo& info() const;
+
+  std::unique_ptr<ExecutionContext> CreateContext() const;
+
+  struct Impl;
+  const Impl& impl() const { return *impl_; }
+
+ private:
+  explicit Engine(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+class ExecutionContext {
+ public:
+  ~ExecutionContext();
+  // Device pointers to each input/output, in binding order (contiguous,
+  // row-major, the binding's dtype and dims). Launches on `stream` only.
+  void Enqueue(const std::vector<const void*>& inputs, const std::vector<void*>& outputs,
+               cudaStream_t stream);
+  // Same, replayed as a CUDA Graph: captured on the first call and whenever
+  // the binding pointers change.
+  void EnqueueGraph(const std::vector<const void*>& inputs, const std::vector<void*>& outputs,
+                    cudaStream_t stream);
+  // Kernel nodes in the captured CUDA Graph (0 before the first EnqueueGraph).
+  int GraphKernelNodes() const;
+
+  // Convenience for tests and the CLI: copies host tensors in, runs, copies
+  // outputs back (synchronous). Checks names, dtypes and dims.
+  std::vector<Tensor> Run(const std::map<std::string, Tensor>& inputs);
+
+  // Times every layer with CUDA events (median of `iterations`), in ms, in
+  // layer order (aliases get 0). Bindings as for Enqueue.
+  std::vector<double> ProfileLayers(const std::vector<const void*>& inputs,
+                                    const std::vector<void*>& outputs, cudaStream_t stream,
+                                    int iterations);
+
+  // Device memory this context owns (activation arena + workspace).
+  size_t DeviceMemoryBytes() const;
+
+  struct Impl;
+
+ private:
+  friend class Engine;
+  explicit ExecutionContext(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace kiln

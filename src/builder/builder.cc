@@ -1,0 +1,317 @@
+// Engine::Build: ONNX file → lowered graph → layers with the fastest tactics.
+#include <cublasLt.h>
+#include <cudnn.h>
+
+#include <algorithm>
+#include <chrono>
+#include <fstream>
+#include <random>
+#include <sstream>
+
+#include "builder/fuse_conv_gemm.h"
+#include "builder/fuse_elementwise.h"
+#include "builder/lower.h"
+#include "cuda/cuda_check.h"
+#include "cuda/device.h"
+#include "onnx/importer.h"
+#include "ops/registry.h"
+#include "passes/passes.h"
+#include "runtime/engine_impl.h"
+
+namespace kiln {
+namespace {
+
+// ---- Timing cache: one line per layer signature → tactic index.
+
+std::string AttrText(const ir::AttrValue& v) {
+  std::ostringstream s;
+  std::visit(
+      [&](const auto& x) {
+        using T = std::decay_t<decltype(x)>;
+        if constexpr (std::is_same_v<T, Tensor>) {
+          s << x.TypeString();
+        } else if constexpr (std::is_same_v<T, std::vector<int64_t>> ||
+                             std::is_same_v<T, std::vector<float>> ||
+                             std::is_same_v<T, std::vector<std::string>>) {
+          s << "[";
+          for (const auto& e : x) s << e << ",";
+          s << "]";
+        } else {
+          s << x;
+        }
+      },
+      v);
+  return s.str();
+}
+
+std::string LayerSignature(const gpu::LayerInit& init, const std::string& device) {
+  std::ostringstream s;
+  s << device << "|" << init.node.op_type << "|";
+  for (const auto& [name, value] : init.node.attrs.all()) s << name << "=" << AttrText(value) << ";";
+  s << "|";
+  for (const gpu::TensorDesc& d : init.inputs) s << (d.defined() ? d.ToString() : "-") << ",";
+  s << "|";
+  for (const gpu::TensorDesc& d : init.outputs) s << d.ToString() << ",";
+  s << "|fp16=" << init.precision.fp16 << ",bf16=" << init.precision.bf16
+    << ",tf32=" << init.precision.tf32;
+  return s.str();
+}
+
+class TimingCache {
+ public:
+  explicit TimingCache(std::string path) : path_(std::move(path)) {
+    if (path_.empty()) return;
+    std::ifstream in(path_);
+    std::string line;
+    while (std::getline(in, line)) {
+      size_t tab = line.rfind('\t');
+      if (tab == std::string::npos) continue;
+      try {
+        entries_[line.substr(0, tab)] = std::stoi(line.substr(tab + 1));
+      } catch (const std::exception&) {
+        // A damaged line only costs a re-timing.
+      }
+    }
+  }
+  int Find(const std::string& key) const {
+    auto it = entries_.find(key);
+    return it == entries_.end() ? -1 : it->second;
+  }
+  void Put(const std::string& key, int tactic) { entries_[key] = tactic; }
+  void Save() const {
+    if (path_.empty()) return;
+    std::ofstream out(path_, std::ios::trunc);
+    KILN_CHECK(out, "cannot write the timing cache '", path_, "'");
+    for (const auto& [key, tactic] : entries_) out << key << "\t" << tactic << "\n";
+  }
+
+ private:
+  std::string path_;
+  std::map<std::string, int> entries_;
+};
+
+struct DeviceBuffer {
+  void* ptr = nullptr;
+  explicit DeviceBuffer(size_t bytes) {
+    if (bytes) KILN_CUDA_CHECK(cudaMalloc(&ptr, bytes));
+  }
+  ~DeviceBuffer() {
+    if (ptr) cudaFree(ptr);
+  }
+  DeviceBuffer(const DeviceBuffer&) = delete;
+  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
+};
+
+// Times each tactic of `layer` on its real shapes with non-zero data and
+// returns (best tactic, its median ms). Tactics that fail are skipped.
+std::pair<int, double> TimeTactics(gpu::Layer& layer, const gpu::LayerInit& init,
+                                   const gpu::Handles& handles, int iterations,
+                                   const std::function<void(const std::string&)>& log) {
+  std::vector<std::unique_ptr<DeviceBuffer>> buffers;
+  gpu::LaunchArgs args;
+  args.handles = handles;
+  for (size_t i = 0; i < init.inputs.size(); ++i) {
+    const gpu::TensorDesc& d = init.inputs[i];
+    if (!d.defined() || !layer.ReadsInputOnDevice(static_cast<int>(i))) {
+      args.inputs.push_back(nullptr);
+      continue;
+    }
+    buffers.push_back(std::make_unique<DeviceBuffer>(std::max<size_t>(d.nbytes(), 1)));
+    if (init.constants[i]) {
+      KILN_CUDA_CHECK(cudaMemcpy(buffers.back()->ptr, init.constants[i]->raw_data(), d.nbytes(),
+                                 cudaMemcpyHostToDevice));
+    } else if (d.nbytes()) {
+      // Small non-zero values of every float type (0x3C bytes: 1.06 in
+      // float16, 0.0115 in float32); integer inputs get zeros so indices stay
+      // in range.
+      int byte = IsFloatingPoint(d.dtype) ? 0x3C : 0;
+      KILN_CUDA_CHECK(cudaMemset(buffers.back()->ptr, byte, d.nbytes()));
+    }
+    args.inputs.push_back(buffers.back()->ptr);
+  }
+  for (const gpu::TensorDesc& d : init.outputs) {
+    buffers.push_back(std::make_unique<DeviceBuffer>(std::max<size_t>(d.nbytes(), 1)));
+    args.outputs.push_back(buffers.back()->ptr);
+  }
+  cudaStream_t stream = nullptr;
+  KILN_CUDA_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+  args.stream = stream;
+  cudaEvent_t start, stop;
+  KILN_CUDA_CHECK(cudaEventCreate(&start));
+  KILN_CUDA_CHECK(cudaEventCreate(&stop));
+  int best = -1;
+  double best_ms = 0;
+  for (int t = 0; t < layer.NumTactics(); ++t) {
+    try {
+      layer.SetTactic(t);
+      DeviceBuffer workspace(layer.WorkspaceBytes());
+      args.workspace = workspace.ptr;
+      std::vector<float> samples;
+      for (int it = 0; it < iterations + 2; ++it) {
+        KILN_CUDA_CHECK(cudaEventRecord(start, stream));
+        layer.Enqueue(args);
+        KILN_CUDA_CHECK(cudaEventRecord(stop, stream));
+        KILN_CUDA_CHECK(cudaEventSynchronize(stop));
+        float ms = 0;
+        KILN_CUDA_CHECK(cudaEventElapsedTime(&ms, start, stop));
+        if (it >= 2) samples.push_back(ms);
+      }
+      std::sort(samples.begin(), samples.end());
+      double median = samples[samples.size() / 2];
+      if (best < 0 || median < best_ms) {
+        best = t;
+        best_ms = median;
+      }
+    } catch (const Error& e) {
+      cudaGetLastError();
+      if (log) log(StrCat("  ", init.node.name, ": tactic ", t, " (", layer.TacticName(), ") failed: ", e.what()));
+    }
+  }
+  cudaEventDestroy(start);
+  cudaEventDestroy(stop);
+  cudaStreamDestroy(stream);
+  KILN_CHECK(best >= 0, init.node.Describe(), ": every tactic failed on the GPU");
+  return {best, best_ms};
+}
+
+double LayerFlops(const ir::Node& node) {
+  std::string op = node.op_type;
+  if (op == "KilnConv") op = "Conv";
+  if (op == "KilnMatMul") op = "MatMul";
+  std::vector<ir::TensorType> ins, outs;
+  for (const ir::Value* v : node.inputs) ins.push_back(v ? v->type : ir::TensorType{});
+  for (const ir::Value* v : node.outputs) outs.push_back(v ? v->type : ir::TensorType{});
+  const OpDef* def = OpRegistry::Global().Find(op);
+  if (def && def->flops && op != "MatMul") {
+    try {
+      return def->flops(node, ins, outs);
+    } catch (const Error&) {
+    }
+  }
+  if (op == "MatMul" && node.inputs.size() >= 2 && node.inputs[0] && node.outputs[0]) {
+    // 2·M·N·K, K being A's last dim.
+    const auto a = ir::KnownDims(*node.inputs[0]->type.shape);
+    const auto y = ir::KnownDims(*node.outputs[0]->type.shape);
+    return 2.0 * static_cast<double>(Product(y)) * static_cast<double>(a.back());
+  }
+  double n = 0;
+  for (const ir::TensorType& t : outs)
+    if (t.has_rank()) n += static_cast<double>(Product(ir::KnownDims(*t.shape)));
+  return n;
+}
+
+std::string DescList(const std::vector<gpu::TensorDesc>& descs) {
+  std::string s;
+  for (const gpu::TensorDesc& d : descs) {
+    if (!d.defined()) continue;
+    if (!s.empty()) s += ", ";
+    s += d.ToString();
+  }
+  return s;
+}
+
+}  // namespace
+
+std::unique_ptr<Engine> Engine::Build(const std::string& onnx_path, const BuildConfig& config) {
+  auto started = std::chrono::steady_clock::now();
+  std::string why;
+  KILN_CHECK(cuda::DeviceAvailable(&why), "cannot build a GPU engine: ", why);
+  auto log = [&](const std::string& line) {
+    if (config.log) config.log(line);
+  };
+
+  auto impl = std::make_unique<Impl>();
+  impl->precision = config.precision;
+  impl->graph = onnx_import::ImportModelFile(onnx_path);
+  ir::Graph& graph = *impl->graph;
+  builder::SpecializeShapes(graph, config.shapes, config.log);
+  passes::Optimize(graph);
+  builder::CheckShapesConcrete(graph);
+
+  DType low = DType::kFloat32;
+  if (config.precision == Precision::kFP16) low = DType::kFloat16;
+  if (config.precision == Precision::kBF16) low = DType::kBFloat16;
+  builder::AssignPrecision(graph, low);
+  int fused_conv = builder::FuseConvEpilogues(graph);
+  int fused_gemm = builder::FuseGemmEpilogues(graph);
+  int fused_elementwise = builder::FuseElementwise(graph);
+  graph.SortTopologically();
+  graph.RemoveUnusedValues();
+  bool nhwc = config.conv_layout == "nhwc" ||
+              (config.conv_layout == "auto" && low != DType::kFloat32);
+  KILN_CHECK(config.conv_layout == "auto" || config.conv_layout == "nhwc" ||
+                 config.conv_layout == "nchw",
+             "unknown convolution layout '", config.conv_layout, "' (auto, nhwc or nchw)");
+  impl->layouts = builder::AssignLayouts(graph, nhwc);
+  builder::MergeCastsIntoLayoutChanges(graph, impl->layouts);
+  graph.SortTopologically();
+  graph.Validate();
+  log(StrCat("lowered: ", graph.nodes().size(), " layers (fused: ", fused_conv, " conv epilogues, ",
+             fused_gemm, " GEMM epilogues, ", fused_elementwise, " elementwise nodes)"));
+
+  // Layers and tactics.
+  impl->handles = CreateHandles();
+  cuda::DeviceInfo device = cuda::QueryDevice(0);
+  std::string device_key =
+      StrCat(device.name, " sm_", device.compute_major, device.compute_minor, " cudnn ",
+             cudnnGetVersion(), " cublasLt ", cublasLtGetVersion());
+  TimingCache cache(config.timing_cache_path);
+  const gpu::GpuLayerRegistry& registry = gpu::GpuLayerRegistry::Global();
+  EngineInfo& info = impl->info;
+  info.gpu_name = device.name;
+  info.sm = device.compute_major * 10 + device.compute_minor;
+  for (const auto& node_ptr : graph.nodes()) {
+    const ir::Node& node = *node_ptr;
+    const gpu::GpuOpDef* def = registry.Find(node.op_type);
+    KILN_CHECK(def, node.Describe(), ": kiln has no GPU implementation of ", node.op_type);
+    gpu::LayerInit init = impl->MakeInit(node);
+    std::unique_ptr<gpu::Layer> layer = def->create(init);
+    LayerInfo li;
+    li.name = node.name;
+    li.op_type = node.op_type;
+    li.num_tactics = layer->NumTactics();
+    li.inputs = DescList(init.inputs);
+    li.outputs = DescList(init.outputs);
+    li.flops = LayerFlops(node);
+    for (size_t i = 0; i < init.inputs.size(); ++i)
+      if (init.inputs[i].defined() && layer->ReadsInputOnDevice(static_cast<int>(i)))
+        li.bytes += static_cast<double>(init.inputs[i].nbytes());
+    for (const gpu::TensorDesc& d : init.outputs) li.bytes += static_cast<double>(d.nbytes());
+    int tactic = 0;
+    if (layer->NumTactics() > 1) {
+      std::string key = LayerSignature(init, device_key);
+      int cached = cache.Find(key);
+      if (cached >= 0 && cached < layer->NumTactics()) {
+        tactic = cached;
+        ++info.tactics_cached;
+      } else {
+        auto [best, ms] = TimeTactics(*layer, init, impl->handles, config.tuning_iterations, config.log);
+        tactic = best;
+        li.tactic_time_ms = ms;
+        info.tactics_timed += layer->NumTactics();
+        cache.Put(key, tactic);
+      }
+    }
+    layer->SetTactic(tactic);
+    li.tactic = layer->TacticName();
+    li.kernel_launches = layer->KernelLaunches();
+    impl->tactics.push_back(tactic);
+    if (config.verbose)
+      log(StrCat("  ", node.name, " [", node.op_type, "] ", li.inputs, " -> ", li.outputs,
+                 ": tactic ", li.tactic, " (", tactic + 1, "/", li.num_tactics, ")",
+                 li.tactic_time_ms > 0 ? StrCat(", ", li.tactic_time_ms * 1e3, " us") : ""));
+    info.layers.push_back(std::move(li));
+  }
+  cache.Save();
+  impl->Create();
+  for (size_t n = 0; n < info.layers.size(); ++n) {
+    bool alias = !impl->launches[n];
+    info.layers[n].alias = alias;
+    if (alias) info.layers[n].kernel_launches = 0;
+  }
+  info.build_seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+  return std::unique_ptr<Engine>(new Engine(std::move(impl)));
+}
+
+}  // namespace kiln

@@ -1,0 +1,62 @@
+// Target passes that turn an optimized ONNX graph into one the GPU engine
+// runs: concrete shapes, storage precision, memory layout. Run by
+// Engine::Build (builder.cc) in this order:
+//
+//   SpecializeShapes → passes::Optimize → AssignPrecision → fusions
+//   (fuse_conv_gemm.h, fuse_elementwise.h) → AssignLayouts → MergeCastsIntoLayoutChanges
+#pragma once
+
+#include <functional>
+#include <map>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "cuda/layer.h"
+#include "ir/graph.h"
+
+namespace kiln::builder {
+
+// Gives every dynamic input dim a concrete size: from `shapes` (input name →
+// dims; must match the declared rank and known dims), else 1 (logged). Throws
+// naming the input for a shape that contradicts the model or an unknown name.
+void SpecializeShapes(ir::Graph& graph, const std::map<std::string, std::vector<int64_t>>& shapes,
+                      const std::function<void(const std::string&)>& log);
+
+// Throws naming the first value whose shape is still not concrete (a shape
+// that depends on run-time data).
+void CheckShapesConcrete(const ir::Graph& graph);
+
+// Stores float32 activations and weights as `low` (float16 or bfloat16):
+// every node that computes in floating point runs on low-precision inputs
+// (its kernels accumulate in float32); Cast nodes are inserted where a value
+// crosses between precisions. Graph inputs and outputs keep their dtypes and
+// names. A no-op when low is float32.
+void AssignPrecision(ir::Graph& graph, DType low);
+
+// Chooses each value's layout: rank-4 convolutions (Conv, KilnConv) run
+// channels-last when `nhwc_convolutions`, and layers that accept NHWC keep
+// it; conversion nodes (KilnToNHWC / KilnToRowMajor) are inserted where
+// producer and consumer disagree. Convolution weights are permuted to
+// K,R,S,C. Graph outputs are row-major. Returns the non-row-major layouts.
+std::unordered_map<const ir::Value*, gpu::Layout> AssignLayouts(ir::Graph& graph,
+                                                                bool nhwc_convolutions);
+
+// Folds a Cast that only feeds a layout conversion (and a Cast that only
+// follows one) into the conversion, which can change dtype on the way.
+// Keeps `layouts` consistent: entries of removed values are dropped.
+int MergeCastsIntoLayoutChanges(ir::Graph& graph,
+                                std::unordered_map<const ir::Value*, gpu::Layout>& layouts);
+
+// Drops entries for values no longer in the graph (their memory may be
+// reused by new values).
+void PruneLayouts(const ir::Graph& graph,
+                  std::unordered_map<const ir::Value*, gpu::Layout>& layouts);
+
+// Makes `v` (a node's output) be produced by a new node: the old producer now
+// writes a fresh value, which every other consumer reads, and which is
+// returned. The caller adds the node that turns the fresh value into `v`.
+// Graph outputs keep their names this way.
+ir::Value* DetachProducer(ir::Graph& graph, ir::Value* v);
+
+}  // namespace kiln::builder

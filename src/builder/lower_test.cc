@@ -1,0 +1,133 @@
+// The lowering passes on real models, on the CPU (no GPU needed): every
+// node of the lowered graph has a GPU layer, convolutions are fused and
+// channels-last in FP16, bindings keep their names, dtypes and layouts.
+#include "builder/lower.h"
+
+#include <gtest/gtest.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <iostream>
+
+#include "builder/fuse_conv_gemm.h"
+#include "builder/fuse_elementwise.h"
+#include "onnx/importer.h"
+#include "passes/passes.h"
+
+namespace kiln::builder {
+namespace {
+
+namespace fs = std::filesystem;
+
+fs::path ModelPath(const std::string& name) {
+  const char* env = std::getenv("KILN_MODELS_DIR");
+  fs::path dir = env && *env ? fs::path(env) : fs::path(KILN_SOURCE_DIR) / "models";
+  return dir / (name + ".onnx");
+}
+
+struct Lowered {
+  std::unique_ptr<ir::Graph> graph;
+  std::unordered_map<const ir::Value*, gpu::Layout> layouts;
+};
+
+// The same sequence as Engine::Build, minus layer creation.
+Lowered Lower(const std::string& model, const std::map<std::string, std::vector<int64_t>>& shapes,
+              DType low) {
+  Lowered l;
+  l.graph = onnx_import::ImportModelFile(ModelPath(model).string());
+  SpecializeShapes(*l.graph, shapes, nullptr);
+  passes::Optimize(*l.graph);
+  CheckShapesConcrete(*l.graph);
+  AssignPrecision(*l.graph, low);
+  FuseConvEpilogues(*l.graph);
+  FuseGemmEpilogues(*l.graph);
+  FuseElementwise(*l.graph);
+  l.graph->SortTopologically();
+  l.graph->RemoveUnusedValues();
+  l.layouts = AssignLayouts(*l.graph, low != DType::kFloat32);
+  MergeCastsIntoLayoutChanges(*l.graph, l.layouts);
+  l.graph->SortTopologically();
+  l.graph->Validate();
+  return l;
+}
+
+std::map<std::string, int> Histogram(const ir::Graph& g) {
+  std::map<std::string, int> h;
+  for (const auto& n : g.nodes()) h[n->op_type]++;
+  return h;
+}
+
+void ExpectEveryNodeHasGpuLayer(const ir::Graph& g) {
+  for (const auto& n : g.nodes())
+    EXPECT_NE(gpu::GpuLayerRegistry::Global().Find(n->op_type), nullptr) << n->Describe();
+}
+
+TEST(LowerTest, Resnet18Fp16IsFusedAndChannelsLast) {
+  if (!fs::exists(ModelPath("resnet18"))) GTEST_SKIP() << "export models first (scripts/export_models.py)";
+  Lowered l = Lower("resnet18", {{"input", {8, 3, 224, 224}}}, DType::kFloat16);
+  auto h = Histogram(*l.graph);
+  for (const auto& [op, count] : h) std::cout << "    " << op << ": " << count << "\n";
+  // 20 convolutions: 17 absorb their ReLU (and residual Add); the 3
+  // downsampling convolutions feed another conv's residual input unchanged.
+  EXPECT_EQ(h["KilnConv"], 17);
+  EXPECT_EQ(h["Conv"] + h["KilnConv"], 20);
+  EXPECT_EQ(h["Relu"], 0);
+  EXPECT_EQ(h["Add"], 0);
+  EXPECT_EQ(h["KilnToNHWC"], 1);   // The input image, cast and transposed in one layer.
+  EXPECT_EQ(h["Cast"], 1);         // The logits back to float32.
+  ExpectEveryNodeHasGpuLayer(*l.graph);
+  for (const auto& n : l.graph->nodes())
+    if (n->op_type == "KilnConv") {
+      EXPECT_EQ(n->inputs[0]->type.dtype, DType::kFloat16);
+      EXPECT_EQ(l.layouts.count(n->outputs[0]), 1u) << n->Describe();
+    }
+  ASSERT_EQ(l.graph->outputs().size(), 1u);
+  EXPECT_EQ(l.graph->outputs()[0]->name, "logits");
+  EXPECT_EQ(l.graph->outputs()[0]->type.dtype, DType::kFloat32);
+  EXPECT_EQ(l.layouts.count(l.graph->outputs()[0]), 0u);
+  ASSERT_EQ(l.graph->inputs().size(), 1u);
+  EXPECT_EQ(l.graph->inputs()[0]->type.dtype, DType::kFloat32);
+}
+
+TEST(LowerTest, Resnet18Fp32StaysRowMajor) {
+  if (!fs::exists(ModelPath("resnet18"))) GTEST_SKIP() << "export models first (scripts/export_models.py)";
+  Lowered l = Lower("resnet18", {{"input", {2, 3, 224, 224}}}, DType::kFloat32);
+  auto h = Histogram(*l.graph);
+  EXPECT_EQ(h["KilnConv"], 17);
+  EXPECT_TRUE(l.layouts.empty());
+  ExpectEveryNodeHasGpuLayer(*l.graph);
+}
+
+TEST(LowerTest, BertFp16HasGpuLayersForEveryNode) {
+  if (!fs::exists(ModelPath("bert"))) GTEST_SKIP() << "export models first (scripts/export_models.py)";
+  Lowered l = Lower("bert", {{"input_ids", {2, 128}}, {"attention_mask", {2, 128}}}, DType::kFloat16);
+  auto h = Histogram(*l.graph);
+  for (const auto& [op, count] : h) std::cout << "    " << op << ": " << count << "\n";
+  ExpectEveryNodeHasGpuLayer(*l.graph);
+  for (const ir::Value* out : l.graph->outputs()) EXPECT_EQ(out->type.dtype, DType::kFloat32) << out->name;
+  EXPECT_EQ(l.graph->outputs()[0]->name, "last_hidden_state");
+  EXPECT_EQ(l.graph->outputs()[1]->name, "pooler_output");
+}
+
+TEST(LowerTest, MobilenetV2Fp16HasGpuLayersForEveryNode) {
+  if (!fs::exists(ModelPath("mobilenet_v2"))) GTEST_SKIP() << "export models first";
+  Lowered l = Lower("mobilenet_v2", {{"input", {4, 3, 224, 224}}}, DType::kFloat16);
+  auto h = Histogram(*l.graph);
+  for (const auto& [op, count] : h) std::cout << "    " << op << ": " << count << "\n";
+  // 52 convolutions; the 7 linear-bottleneck projections without a residual
+  // have nothing to absorb.
+  EXPECT_EQ(h["Conv"] + h["KilnConv"], 52);
+  EXPECT_EQ(h["Clip"], 0);  // ReLU6 is fused.
+  ExpectEveryNodeHasGpuLayer(*l.graph);
+}
+
+TEST(LowerTest, ShapesThatContradictTheModelFailClearly) {
+  if (!fs::exists(ModelPath("resnet18"))) GTEST_SKIP() << "export models first";
+  auto graph = onnx_import::ImportModelFile(ModelPath("resnet18").string());
+  EXPECT_THROW(SpecializeShapes(*graph, {{"input", {8, 4, 224, 224}}}, nullptr), Error);
+  EXPECT_THROW(SpecializeShapes(*graph, {{"input", {8, 3, 224}}}, nullptr), Error);
+  EXPECT_THROW(SpecializeShapes(*graph, {{"nope", {1}}}, nullptr), Error);
+}
+
+}  // namespace
+}  // namespace kiln::builder

@@ -1,0 +1,92 @@
+// `kiln build`: compile an ONNX model into a GPU engine file, with a report
+// of what was fused, which tactic each layer got and the memory it needs.
+#include <iomanip>
+#include <iostream>
+
+#include "cli/cli_util.h"
+
+#ifdef KILN_HAVE_CUDA
+#include "kiln/engine.h"
+#endif
+
+namespace kiln::cli {
+
+#ifdef KILN_HAVE_CUDA
+BuildConfig MakeBuildConfig(const EngineFlags& flags) {
+  BuildConfig config;
+  int chosen = flags.fp16 + flags.bf16 + flags.tf32;
+  KILN_CHECK(chosen <= 1, "choose at most one of --fp16, --bf16, --tf32");
+  if (flags.fp16) config.precision = Precision::kFP16;
+  if (flags.bf16) config.precision = Precision::kBF16;
+  if (flags.tf32) config.precision = Precision::kTF32;
+  for (const std::string& spec : flags.shapes) {
+    auto [name, dims] = ParseShapeSpec(spec);
+    KILN_CHECK(!config.shapes.count(name), "--shapes gives '", name, "' twice");
+    config.shapes[name] = dims;
+  }
+  config.timing_cache_path = flags.timing_cache;
+  config.conv_layout = flags.conv_layout;
+  config.verbose = flags.verbose;
+  config.log = [](const std::string& line) { std::cerr << "[build] " << line << "\n"; };
+  return config;
+}
+
+void PrintEngineSummary(const Engine& engine) {
+  const EngineInfo& info = engine.info();
+  std::cout << "engine: " << PrecisionName(info.precision) << " on " << info.gpu_name << " (sm_"
+            << info.sm << ")\n";
+  for (const TensorDesc& d : engine.inputs())
+    std::cout << "  input  " << d.name << ": " << DTypeName(d.dtype) << DimsToString(d.dims) << "\n";
+  for (const TensorDesc& d : engine.outputs())
+    std::cout << "  output " << d.name << ": " << DTypeName(d.dtype) << DimsToString(d.dims) << "\n";
+  int layers = 0, aliases = 0;
+  for (const LayerInfo& l : info.layers) (l.alias ? aliases : layers)++;
+  std::cout << "  layers: " << layers << " (+" << aliases << " zero-copy views), kernel launches: "
+            << info.kernel_launches << "\n"
+            << "  weights: " << HumanBytes(static_cast<double>(info.weight_bytes))
+            << ", activations (peak, shared): " << HumanBytes(static_cast<double>(info.activation_bytes))
+            << ", workspace: " << HumanBytes(static_cast<double>(info.workspace_bytes)) << "\n"
+            << std::fixed << std::setprecision(2) << "  build: " << info.build_seconds << " s ("
+            << info.tactics_timed << " tactics timed, " << info.tactics_cached
+            << " layers from the timing cache)\n";
+}
+#endif
+
+void AddEngineFlags(CLI::App* cmd, EngineFlags& flags) {
+  cmd->add_flag("--fp16", flags.fp16, "FP16 storage and tensor-core math (FP32 accumulation)");
+  cmd->add_flag("--bf16", flags.bf16, "BF16 storage and tensor-core math (FP32 accumulation)");
+  cmd->add_flag("--tf32", flags.tf32, "FP32 storage, TF32 tensor-core convolutions and GEMMs");
+  cmd->add_option("--shapes", flags.shapes, "Input shapes, e.g. input=32x3x224x224 (repeatable)");
+  cmd->add_option("--timing-cache", flags.timing_cache, "Tactic timing cache file (read and updated)");
+  cmd->add_option("--conv-layout", flags.conv_layout, "Convolution layout: auto, nhwc or nchw")
+      ->check(CLI::IsMember({"auto", "nhwc", "nchw"}))
+      ->capture_default_str();
+  cmd->add_flag("--verbose,-v", flags.verbose, "Print each layer's tactic choice");
+}
+
+void AddBuildCommand(CLI::App& app, int& exit_code) {
+  auto flags = std::make_shared<EngineFlags>();
+  auto model = std::make_shared<std::string>();
+  auto output = std::make_shared<std::string>();
+  CLI::App* cmd = app.add_subcommand("build", "Compile an ONNX model into a GPU engine file");
+  cmd->add_option("model", *model, "ONNX model file")->required();
+  cmd->add_option("-o,--output", *output, "Engine file to write (default: MODEL.kiln)");
+  AddEngineFlags(cmd, *flags);
+  cmd->callback([=, &exit_code] {
+#ifdef KILN_HAVE_CUDA
+    std::unique_ptr<Engine> engine = Engine::Build(*model, MakeBuildConfig(*flags));
+    std::string path = output->empty() ? *model + ".kiln" : *output;
+    if (path == *model + ".kiln" && model->size() > 5 && model->substr(model->size() - 5) == ".onnx")
+      path = model->substr(0, model->size() - 5) + ".kiln";
+    engine->Save(path);
+    PrintEngineSummary(*engine);
+    std::cout << "wrote " << path << "\n";
+    exit_code = 0;
+#else
+    (void)exit_code;
+    Fail("this kiln was built without CUDA; `kiln build` needs the CUDA backend");
+#endif
+  });
+}
+
+}  // namespace kiln::cli

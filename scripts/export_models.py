@@ -187,7 +187,8 @@ class BertEncoder(nn.Module):
 
     def forward(self, input_ids, attention_mask):
         # [batch, seq] 1/0 -> additive bias [batch, 1, 1, seq]: 0 keeps, -10000 masks.
-        mask = attention_mask.to(torch.float32)[:, None, None, :]
+        # In the model's dtype (float32 when exported; float16 in bench/pytorch_baseline.py).
+        mask = attention_mask.to(self.pooler.weight.dtype)[:, None, None, :]
         mask_bias = (1.0 - mask) * -10000.0
         x = self.embeddings(input_ids)
         for layer in self.layers:

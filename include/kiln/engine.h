@@ -45,6 +45,10 @@ struct BuildConfig {
   // Concrete dims per input name, for inputs with dynamic dims. Dynamic dims
   // not given here are set to 1 (and reported in the build log).
   std::map<std::string, std::vector<int64_t>> shapes;
+  // Inputs fixed at build time: they become constants of the engine (and
+  // are no longer bindings). For shape operands a model takes as inputs
+  // (a Reshape's shape, Resize's scales, ...), since engines have static shapes.
+  std::map<std::string, Tensor> frozen_inputs;
   // Channels-last convolutions: "auto" (NHWC for FP16/BF16, NCHW otherwise),
   // "nhwc" or "nchw".
   std::string conv_layout = "auto";

@@ -224,6 +224,7 @@ std::unique_ptr<Engine> Engine::Build(const std::string& onnx_path, const BuildC
   impl->precision = config.precision;
   impl->graph = onnx_import::ImportModelFile(onnx_path);
   ir::Graph& graph = *impl->graph;
+  builder::FreezeInputs(graph, config.frozen_inputs);
   builder::SpecializeShapes(graph, config.shapes, config.log);
   passes::Optimize(graph);
   builder::CheckShapesConcrete(graph);

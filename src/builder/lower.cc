@@ -89,6 +89,32 @@ void SpecializeShapes(ir::Graph& graph, const std::map<std::string, std::vector<
     if (!keep.count(v.get()) && !v->is_constant()) v->type.shape.reset();
 }
 
+void FreezeInputs(ir::Graph& graph, const std::map<std::string, Tensor>& values) {
+  for (const auto& [name, value] : values) {
+    auto it = std::find_if(graph.inputs().begin(), graph.inputs().end(),
+                           [&](const ir::Value* v) { return v->name == name; });
+    KILN_CHECK(it != graph.inputs().end(), "frozen input '", name, "' is not an input of the model");
+    ir::Value* input = *it;
+    const ir::TensorType& declared = input->type;
+    KILN_CHECK(declared.dtype == value.dtype(), "frozen input '", name, "' is ",
+               declared.ToString(), ", the value given is ", value.TypeString());
+    if (declared.has_rank()) {
+      KILN_CHECK(declared.rank() == value.rank(), "frozen input '", name, "' is ",
+                 declared.ToString(), ", the value given is ", value.TypeString());
+      for (int i = 0; i < value.rank(); ++i) {
+        const ir::Dim& d = (*declared.shape)[static_cast<size_t>(i)];
+        KILN_CHECK(!d.is_known() || d.value == value.dim(i), "frozen input '", name, "' is ",
+                   declared.ToString(), ", the value given is ", value.TypeString());
+      }
+    }
+    ir::Value* constant = graph.AddConstant(graph.UniqueName(name + "_frozen"), value);
+    graph.inputs().erase(it);
+    input->is_graph_input = false;
+    graph.ReplaceAllUses(input, constant);
+  }
+  graph.RemoveUnusedValues();
+}
+
 void CheckShapesConcrete(const ir::Graph& graph) {
   for (const auto& node : graph.nodes())
     for (const ir::Value* v : node->outputs) {

@@ -23,6 +23,10 @@ namespace kiln::builder {
 void SpecializeShapes(ir::Graph& graph, const std::map<std::string, std::vector<int64_t>>& shapes,
                       const std::function<void(const std::string&)>& log);
 
+// Replaces each named graph input by a constant holding the given value.
+// Throws for an unknown name or a value that contradicts the declared type.
+void FreezeInputs(ir::Graph& graph, const std::map<std::string, Tensor>& values);
+
 // Throws naming the first value whose shape is still not concrete (a shape
 // that depends on run-time data).
 void CheckShapesConcrete(const ir::Graph& graph);

@@ -487,44 +487,45 @@ __device__ __forceinline__ uint32_t FastDiv(uint32_t n, uint32_t magic, uint32_t
 }
 
 // Offsets of output element i in every input.
+template <int N = kMaxInputs>
 __device__ __forceinline__ void Offsets(const Indexing& ix, int64_t i, int64_t* off) {
   if (ix.flat) {
 #pragma unroll
-    for (int k = 0; k < kMaxInputs; ++k)
+    for (int k = 0; k < N; ++k)
       if (k < ix.num_inputs) off[k] = ix.scalar[k] ? 0 : i;
     return;
   }
   if (ix.index32) {
-    uint32_t o[kMaxInputs];
+    uint32_t o[N];
 #pragma unroll
-    for (int k = 0; k < kMaxInputs; ++k) o[k] = 0;
+    for (int k = 0; k < N; ++k) o[k] = 0;
     uint32_t rem = static_cast<uint32_t>(i);
     for (int d = ix.rank - 1; d >= 1; --d) {
       const uint32_t q = FastDiv(rem, ix.div_magic[d], ix.div_shift[d]);
       const uint32_t coord = rem - q * static_cast<uint32_t>(ix.dims[d]);
 #pragma unroll
-      for (int k = 0; k < kMaxInputs; ++k)
+      for (int k = 0; k < N; ++k)
         if (k < ix.num_inputs) o[k] += coord * static_cast<uint32_t>(ix.strides[k][d]);
       rem = q;
     }
 #pragma unroll
-    for (int k = 0; k < kMaxInputs; ++k)
+    for (int k = 0; k < N; ++k)
       if (k < ix.num_inputs) off[k] = o[k] + rem * static_cast<uint32_t>(ix.strides[k][0]);
     return;
   }
 #pragma unroll
-  for (int k = 0; k < kMaxInputs; ++k) off[k] = 0;
+  for (int k = 0; k < N; ++k) off[k] = 0;
   int64_t rem = i;
   for (int d = ix.rank - 1; d >= 1; --d) {
     const int64_t q = rem / ix.dims[d];
     const int64_t coord = rem - q * ix.dims[d];
 #pragma unroll
-    for (int k = 0; k < kMaxInputs; ++k)
+    for (int k = 0; k < N; ++k)
       if (k < ix.num_inputs) off[k] += coord * ix.strides[k][d];
     rem = q;
   }
 #pragma unroll
-  for (int k = 0; k < kMaxInputs; ++k)
+  for (int k = 0; k < N; ++k)
     if (k < ix.num_inputs) off[k] += rem * ix.strides[k][0];
 }
 
@@ -775,8 +776,8 @@ __global__ void NaryStridedKernel(NaryParams p, Indexing ix, Pointers in, T* out
     float v[N][V];
 #pragma unroll
     for (int j = 0; j < V; ++j) {
-      int64_t off[kMaxInputs];
-      Offsets(ix, j < count ? base + j : base, off);
+      int64_t off[N];
+      Offsets<N>(ix, j < count ? base + j : base, off);
 #pragma unroll
       for (int k = 0; k < N; ++k)
         v[k][j] = k < n ? ToFloat(static_cast<const T*>(in.in[k])[off[k]]) : 0.f;
@@ -829,7 +830,7 @@ __device__ __forceinline__ void RunProgram(const Program& prog, float (*regs)[V]
   for (int j = 0; j < V; ++j) result[j] = regs[prog.output][j];
 }
 
-template <typename T>
+template <typename T, int N>
 __global__ void FusedKernel(Program prog, Indexing ix, Pointers in, T* out) {
   constexpr int V = kGeneralV;
   const int n = ix.num_inputs;
@@ -840,10 +841,10 @@ __global__ void FusedKernel(Program prog, Indexing ix, Pointers in, T* out) {
     float regs[kMaxRegisters][V];
 #pragma unroll
     for (int j = 0; j < V; ++j) {
-      int64_t off[kMaxInputs];
-      Offsets(ix, j < count ? base + j : base, off);
+      int64_t off[N];
+      Offsets<N>(ix, j < count ? base + j : base, off);
 #pragma unroll
-      for (int k = 0; k < kMaxInputs; ++k)
+      for (int k = 0; k < N; ++k)
         if (k < n) regs[k][j] = ToFloat(static_cast<const T*>(in.in[k])[off[k]]);
     }
     float r[V];
@@ -1036,6 +1037,51 @@ bool IsFusibleOp(Op op) {
   }
 }
 
+namespace {
+
+// Launches kernel<T, N> with N the input count (1, 2, 3 exactly, else up to 8).
+#define KILN_EW_LAUNCH_BY_N(KERNEL, T, n, blocks, stream, ...)                       \
+  do {                                                                              \
+    switch (n) {                                                                    \
+      case 1: KERNEL<T, 1><<<blocks, kBlock, 0, stream>>>(__VA_ARGS__); break;      \
+      case 2: KERNEL<T, 2><<<blocks, kBlock, 0, stream>>>(__VA_ARGS__); break;      \
+      case 3: KERNEL<T, 3><<<blocks, kBlock, 0, stream>>>(__VA_ARGS__); break;      \
+      default: KERNEL<T, kMaxInputs><<<blocks, kBlock, 0, stream>>>(__VA_ARGS__); break; \
+    }                                                                               \
+  } while (0)
+
+template <typename T>
+void LaunchSameFloat(const NaryParams& params, const Indexing& ix, const Pointers& inputs,
+                     void* out, cudaStream_t stream) {
+  const int n = ix.num_inputs;
+  if (CanVectorize(ix, inputs, out)) {
+    const int64_t v = 16 / static_cast<int64_t>(sizeof(T));
+    const int blocks = BlocksFor(std::max<int64_t>(ix.numel / v, 1));
+    KILN_EW_LAUNCH_BY_N(NaryVecKernel, T, n, blocks, stream, params, ix, inputs, out);
+  } else {
+    const int blocks = BlocksFor((ix.numel + kGeneralV - 1) / kGeneralV);
+    KILN_EW_LAUNCH_BY_N(NaryStridedKernel, T, n, blocks, stream, params, ix, inputs,
+                        static_cast<T*>(out));
+  }
+}
+
+template <typename T>
+void LaunchFusedTyped(const Program& program, const Indexing& ix, const Pointers& inputs,
+                      void* out, cudaStream_t stream) {
+  if (CanVectorize(ix, inputs, out)) {
+    const int64_t v = 16 / static_cast<int64_t>(sizeof(T));
+    const int blocks = BlocksFor(std::max<int64_t>(ix.numel / v, 1));
+    KILN_EW_LAUNCH_BY_N(FusedVecKernel, T, ix.num_inputs, blocks, stream, program, ix, inputs,
+                        static_cast<T*>(out));
+  } else {
+    const int blocks = BlocksFor((ix.numel + kGeneralV - 1) / kGeneralV);
+    KILN_EW_LAUNCH_BY_N(FusedKernel, T, ix.num_inputs, blocks, stream, program, ix, inputs,
+                        static_cast<T*>(out));
+  }
+}
+
+}  // namespace
+
 void LaunchNary(const NaryParams& params, const Indexing& indexing, const Pointers& inputs,
                 void* out, cudaStream_t stream) {
   if (indexing.numel == 0) return;
@@ -1044,21 +1090,12 @@ void LaunchNary(const NaryParams& params, const Indexing& indexing, const Pointe
   same_float &= t == DType::kFloat32 || t == DType::kFloat16 || t == DType::kBFloat16;
   for (int k = 0; k < indexing.num_inputs && same_float; ++k)
     same_float = params.in_dtypes[k] == t;
-  same_float &= params.wrap_input1 == DType::kUndefined;
-  if (same_float && CanVectorize(indexing, inputs, out)) {
-    const int64_t v = 16 / static_cast<int64_t>(DTypeSize(t));
-    const int blocks = BlocksFor(std::max<int64_t>(indexing.numel / v, 1));
+  same_float &= params.wrap_input1 == DType::kUndefined && indexing.num_inputs >= 1;
+  if (same_float) {
     switch (t) {
-      case DType::kFloat32:
-        NaryVecKernel<float><<<blocks, kBlock, 0, stream>>>(params, indexing, inputs, out);
-        break;
-      case DType::kFloat16:
-        NaryVecKernel<__half><<<blocks, kBlock, 0, stream>>>(params, indexing, inputs, out);
-        break;
-      default:
-        NaryVecKernel<__nv_bfloat16><<<blocks, kBlock, 0, stream>>>(params, indexing, inputs,
-                                                                    out);
-        break;
+      case DType::kFloat32: LaunchSameFloat<float>(params, indexing, inputs, out, stream); break;
+      case DType::kFloat16: LaunchSameFloat<__half>(params, indexing, inputs, out, stream); break;
+      default: LaunchSameFloat<__nv_bfloat16>(params, indexing, inputs, out, stream); break;
     }
     KILN_CUDA_CHECK(cudaGetLastError());
     return;
@@ -1101,37 +1138,11 @@ void LaunchBatchNormPrepare(DType dtype, Compute compute, int64_t count, double 
 void LaunchFused(DType dtype, const Program& program, const Indexing& indexing,
                  const Pointers& inputs, void* out, cudaStream_t stream) {
   if (indexing.numel == 0) return;
-  const bool vec = CanVectorize(indexing, inputs, out);
-  const int64_t v = 16 / static_cast<int64_t>(std::max<size_t>(DTypeSize(dtype), 1));
-  const int blocks = BlocksFor(vec ? std::max<int64_t>(indexing.numel / v, 1)
-                                   : (indexing.numel + kGeneralV - 1) / kGeneralV);
   switch (dtype) {
-    case DType::kFloat32:
-      if (vec) {
-        FusedVecKernel<float><<<blocks, kBlock, 0, stream>>>(program, indexing, inputs,
-                                                             static_cast<float*>(out));
-      } else {
-        FusedKernel<float><<<blocks, kBlock, 0, stream>>>(program, indexing, inputs,
-                                                          static_cast<float*>(out));
-      }
-      break;
-    case DType::kFloat16:
-      if (vec) {
-        FusedVecKernel<__half><<<blocks, kBlock, 0, stream>>>(program, indexing, inputs,
-                                                              static_cast<__half*>(out));
-      } else {
-        FusedKernel<__half><<<blocks, kBlock, 0, stream>>>(program, indexing, inputs,
-                                                           static_cast<__half*>(out));
-      }
-      break;
+    case DType::kFloat32: LaunchFusedTyped<float>(program, indexing, inputs, out, stream); break;
+    case DType::kFloat16: LaunchFusedTyped<__half>(program, indexing, inputs, out, stream); break;
     case DType::kBFloat16:
-      if (vec) {
-        FusedVecKernel<__nv_bfloat16><<<blocks, kBlock, 0, stream>>>(
-            program, indexing, inputs, static_cast<__nv_bfloat16*>(out));
-      } else {
-        FusedKernel<__nv_bfloat16><<<blocks, kBlock, 0, stream>>>(
-            program, indexing, inputs, static_cast<__nv_bfloat16*>(out));
-      }
+      LaunchFusedTyped<__nv_bfloat16>(program, indexing, inputs, out, stream);
       break;
     default: Fail("fused elementwise kernel: unsupported dtype ", DTypeName(dtype));
   }

@@ -7,25 +7,19 @@
 #include <cstring>
 
 #include "cpu/executor.h"
+#include "cuda/buffers.h"
 #include "cuda/cuda_check.h"
 #include "cuda/library_check.h"
 #include "ops/registry.h"
+#include "runtime/engine_impl.h"
 #include "test_util.h"
 
 namespace kiln::testing {
 namespace {
 
+// One cuDNN/cuBLASLt handle pair for every test in the process.
 gpu::Handles TestHandles() {
-  static gpu::Handles handles = [] {
-    gpu::Handles h;
-    cudnnHandle_t cudnn = nullptr;
-    KILN_CUDNN_CHECK(cudnnCreate(&cudnn));
-    cublasLtHandle_t lt = nullptr;
-    KILN_CUBLAS_CHECK(cublasLtCreate(&lt));
-    h.cudnn = cudnn;
-    h.cublaslt = lt;
-    return h;
-  }();
+  static gpu::Handles handles = CreateHandles();
   return handles;
 }
 
@@ -37,17 +31,7 @@ gpu::TensorDesc DescOf(const Tensor& t) {
   return d;
 }
 
-struct DeviceBuffer {
-  void* ptr = nullptr;
-  explicit DeviceBuffer(size_t bytes) {
-    if (bytes) KILN_CUDA_CHECK(cudaMalloc(&ptr, bytes));
-  }
-  ~DeviceBuffer() {
-    if (ptr) cudaFree(ptr);
-  }
-  DeviceBuffer(const DeviceBuffer&) = delete;
-  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
-};
+using cuda::DeviceBuffer;
 
 Tensor ToFloat32IfHalf(const Tensor& t) {
   if (t.defined() && (t.dtype() == DType::kFloat16 || t.dtype() == DType::kBFloat16))

@@ -11,6 +11,7 @@
 #include "builder/fuse_conv_gemm.h"
 #include "builder/fuse_elementwise.h"
 #include "builder/lower.h"
+#include "cuda/buffers.h"
 #include "cuda/cuda_check.h"
 #include "cuda/device.h"
 #include "onnx/importer.h"
@@ -90,17 +91,7 @@ class TimingCache {
   std::map<std::string, int> entries_;
 };
 
-struct DeviceBuffer {
-  void* ptr = nullptr;
-  explicit DeviceBuffer(size_t bytes) {
-    if (bytes) KILN_CUDA_CHECK(cudaMalloc(&ptr, bytes));
-  }
-  ~DeviceBuffer() {
-    if (ptr) cudaFree(ptr);
-  }
-  DeviceBuffer(const DeviceBuffer&) = delete;
-  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
-};
+using cuda::DeviceBuffer;
 
 // Times each tactic of `layer` on its real shapes with non-zero data and
 // returns (best tactic, its median ms). Tactics that fail are skipped.

@@ -14,6 +14,7 @@
 #include "cli/cli_util.h"
 
 #ifdef KILN_HAVE_CUDA
+#include "cuda/buffers.h"
 #include "cuda/cuda_check.h"
 #endif
 
@@ -68,17 +69,8 @@ void PrintPercentiles(const char* what, const Percentiles& p) {
             << " ms\n";
 }
 
-struct DeviceBuffer {
-  void* ptr = nullptr;
-  size_t bytes = 0;
-  explicit DeviceBuffer(size_t n) : bytes(n) { KILN_CUDA_CHECK(cudaMalloc(&ptr, std::max<size_t>(n, 1))); }
-  ~DeviceBuffer() { cudaFree(ptr); }
-};
-struct PinnedBuffer {
-  void* ptr = nullptr;
-  explicit PinnedBuffer(size_t n) { KILN_CUDA_CHECK(cudaMallocHost(&ptr, std::max<size_t>(n, 1))); }
-  ~PinnedBuffer() { cudaFreeHost(ptr); }
-};
+using cuda::DeviceBuffer;
+using cuda::PinnedBuffer;
 
 // Non-zero inputs: floats uniform in [-1, 1), integers in [0, 100), bools
 // random (all ones for mask-like names).

@@ -18,6 +18,7 @@
 #include <string>
 #include <vector>
 
+#include "cuda/buffers.h"
 #include "cuda/cuda_check.h"
 #include "cuda/library_check.h"
 #include "gpu_test_util.h"
@@ -48,17 +49,7 @@ Handles TestHandles() {
   return handles;
 }
 
-struct DeviceBuffer {
-  void* ptr = nullptr;
-  explicit DeviceBuffer(size_t bytes) {
-    if (bytes) KILN_CUDA_CHECK(cudaMalloc(&ptr, bytes));
-  }
-  ~DeviceBuffer() {
-    if (ptr) cudaFree(ptr);
-  }
-  DeviceBuffer(const DeviceBuffer&) = delete;
-  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
-};
+using cuda::DeviceBuffer;
 
 Tensor As(const Tensor& t, DType dtype) {
   if (!t.defined() || t.dtype() == dtype) return t;

@@ -8,6 +8,7 @@
 #include <utility>
 #include <vector>
 
+#include "cuda/buffers.h"
 #include "cuda/cuda_check.h"
 #include "gpu_test_util.h"
 #include "ops/registry.h"
@@ -153,17 +154,7 @@ Tensor Permute(const Tensor& t, bool to_nhwc) {
   return out;
 }
 
-struct DeviceBuffer {
-  void* ptr = nullptr;
-  explicit DeviceBuffer(size_t bytes) {
-    if (bytes) KILN_CUDA_CHECK(cudaMalloc(&ptr, bytes));
-  }
-  ~DeviceBuffer() {
-    if (ptr) cudaFree(ptr);
-  }
-  DeviceBuffer(const DeviceBuffer&) = delete;
-  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
-};
+using cuda::DeviceBuffer;
 
 // Runs op_type on x (logical NCHW host tensor) through the GPU layer with an
 // NHWC input; returns the outputs converted back to NCHW order.

@@ -10,6 +10,7 @@
 #include <limits>
 #include <memory>
 
+#include "cuda/buffers.h"
 #include "cuda/cuda_check.h"
 #include "gpu_test_util.h"
 #include "ops/registry.h"
@@ -555,17 +556,7 @@ TEST(GpuTensorLayers, NonZeroIsRejected) {
 
 // ---- Layout conversions and NHWC Concat (no CPU op: compare with CPU transposes) ----
 
-struct DeviceBuffer {
-  void* ptr = nullptr;
-  explicit DeviceBuffer(size_t bytes) {
-    if (bytes) KILN_CUDA_CHECK(cudaMalloc(&ptr, bytes));
-  }
-  ~DeviceBuffer() {
-    if (ptr) cudaFree(ptr);
-  }
-  DeviceBuffer(const DeviceBuffer&) = delete;
-  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
-};
+using cuda::DeviceBuffer;
 
 // Runs a layer on hand-made descriptors; `inputs` hold the bytes in each
 // descriptor's memory order. Returns outputs in their memory order.

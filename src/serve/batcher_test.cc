@@ -1,0 +1,242 @@
+// The dynamic batcher on a real CPU backend (Y = X * 2 + 1). A gate in
+// front of the backend holds the worker busy so that queue contents are
+// known when batches form.
+#include "serve/batcher.h"
+
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <condition_variable>
+#include <filesystem>
+#include <fstream>
+#include <future>
+#include <mutex>
+#include <thread>
+
+#include "onnx.pb.h"
+
+namespace kiln::serve {
+namespace {
+
+namespace fs = std::filesystem;
+
+// Writes Y = X * 2 + 1 (X[batch, n]) to `path`.
+void WriteAffineModel(const std::string& path) {
+  ::onnx::ModelProto model;
+  model.set_ir_version(7);
+  model.add_opset_import()->set_version(17);
+  ::onnx::GraphProto* graph = model.mutable_graph();
+  auto* mul = graph->add_node();
+  mul->set_op_type("Mul");
+  mul->add_input("X");
+  mul->add_input("two");
+  mul->add_output("t");
+  auto* add = graph->add_node();
+  add->set_op_type("Add");
+  add->add_input("t");
+  add->add_input("one");
+  add->add_output("Y");
+  for (auto [name, v] : {std::pair{"two", 2.f}, {"one", 1.f}}) {
+    ::onnx::TensorProto* t = graph->add_initializer();
+    t->set_name(name);
+    t->set_data_type(::onnx::TensorProto::FLOAT);
+    t->add_float_data(v);
+  }
+  for (auto [info, name] : {std::pair{graph->add_input(), "X"}, {graph->add_output(), "Y"}}) {
+    info->set_name(name);
+    auto* tt = info->mutable_type()->mutable_tensor_type();
+    tt->set_elem_type(::onnx::TensorProto::FLOAT);
+    tt->mutable_shape()->add_dim()->set_dim_param("batch");
+    tt->mutable_shape()->add_dim()->set_dim_param("n");
+  }
+  std::ofstream out(path, std::ios::binary);
+  out << model.SerializeAsString();
+}
+
+// The real backend behind a gate that the test opens.
+class GatedBackend : public Backend {
+ public:
+  explicit GatedBackend(std::unique_ptr<Backend> inner) : inner_(std::move(inner)) {}
+  std::map<std::string, Tensor> Run(const std::map<std::string, Tensor>& inputs,
+                                    int instance) override {
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      ++started_;
+      cv_.notify_all();
+      cv_.wait(lock, [&] { return open_; });
+    }
+    return inner_->Run(inputs, instance);
+  }
+  std::string Kind() const override { return "cpu"; }
+  void Open() {
+    std::lock_guard<std::mutex> lock(mu_);
+    open_ = true;
+    cv_.notify_all();
+  }
+  void WaitStarted(int n) {
+    std::unique_lock<std::mutex> lock(mu_);
+    cv_.wait(lock, [&] { return started_ >= n; });
+  }
+
+ private:
+  std::unique_ptr<Backend> inner_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool open_ = false;
+  int started_ = 0;
+};
+
+class BatcherTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    path_ = (fs::path(::testing::TempDir()) / "kiln_batcher_affine.onnx").string();
+    WriteAffineModel(path_);
+    model_ = Model::Load(path_);
+    config_.name = "affine";
+    config_.max_batch_size = 8;
+    config_.dynamic_batching = true;
+    config_.inputs = {{"X", DType::kFloat32, {-1}}};
+    config_.outputs = {{"Y", DType::kFloat32, {-1}}};
+    config_.instance_kind = "cpu";
+  }
+  std::shared_ptr<GatedBackend> MakeBackend() {
+    return std::make_shared<GatedBackend>(CreateBackend(config_, path_, model_, nullptr));
+  }
+  std::future<InferResponse> Submit(Batcher& b, int64_t rows, float start = 0,
+                                    int64_t timeout_us = 0) {
+    InferRequest r;
+    r.model = "affine";
+    std::vector<float> values(static_cast<size_t>(rows * 2));
+    for (size_t i = 0; i < values.size(); ++i) values[i] = start + static_cast<float>(i);
+    r.inputs.emplace_back("X", Tensor::FromFloats({rows, 2}, values));
+    r.timeout_us = timeout_us;
+    auto promise = std::make_shared<std::promise<InferResponse>>();
+    auto f = promise->get_future();
+    b.Enqueue(std::move(r), [promise](InferResponse resp) { promise->set_value(std::move(resp)); });
+    return f;
+  }
+
+  std::string path_;
+  std::shared_ptr<const Model> model_;
+  ModelConfig config_;
+};
+
+TEST(BatchTensors, ConcatAndSliceRoundTrip) {
+  Tensor a = Tensor::FromFloats({1, 2}, {1, 2});
+  Tensor b = Tensor::FromFloats({2, 2}, {3, 4, 5, 6});
+  Tensor ab = ConcatBatch({&a, &b});
+  EXPECT_EQ(ab.dims(), (std::vector<int64_t>{3, 2}));
+  EXPECT_EQ(ab.ToFloatVector(), (std::vector<float>{1, 2, 3, 4, 5, 6}));
+  EXPECT_EQ(SliceBatch(ab, 1, 2).ToFloatVector(), b.ToFloatVector());
+  Tensor c = Tensor::FromFloats({1, 3}, {1, 2, 3});
+  EXPECT_THROW(ConcatBatch({&a, &c}), Error);
+  EXPECT_THROW(SliceBatch(ab, 2, 2), Error);
+}
+
+TEST_F(BatcherTest, PreferredBatchSizeShipsFirst) {
+  config_.preferred_batch_sizes = {4};
+  config_.max_queue_delay_us = 10'000'000;
+  auto backend = MakeBackend();
+  auto stats = std::make_shared<StatsBox>();
+  std::vector<std::shared_future<InferResponse>> futures;
+  {
+    Batcher batcher(config_, "1", backend, stats, 100);
+    futures.push_back(Submit(batcher, 4, 100).share());  // Preferred at once: runs, held by the gate.
+    backend->WaitStarted(1);
+    for (int i = 0; i < 6; ++i)
+      futures.push_back(Submit(batcher, 1, static_cast<float>(10 * i)).share());
+    EXPECT_EQ(batcher.QueueSize(), 6u);
+    backend->Open();
+    // The gate opened: a preferred batch of 4 runs, 2 stay for the delay.
+    backend->WaitStarted(2);
+    for (size_t i = 0; i < 5; ++i) EXPECT_TRUE(futures[i].get().status.ok());
+    EXPECT_EQ(batcher.QueueSize(), 2u);
+  }  // Shutdown runs the last 2 without waiting out the delay.
+  for (size_t i = 0; i < futures.size(); ++i) {
+    const InferResponse& r = futures[i].get();
+    ASSERT_TRUE(r.status.ok()) << r.status.message;
+    const float start = i == 0 ? 100.f : static_cast<float>(10 * (i - 1));
+    std::vector<float> y = r.outputs[0].second.ToFloatVector();
+    for (size_t k = 0; k < y.size(); ++k) EXPECT_FLOAT_EQ(y[k], (start + static_cast<float>(k)) * 2 + 1);
+  }
+  std::lock_guard<std::mutex> lock(stats->mu);
+  EXPECT_EQ(stats->stats.batch_size_counts, (std::map<int, uint64_t>{{2, 1}, {4, 2}}));
+  EXPECT_EQ(stats->stats.executions, 3u);
+  EXPECT_EQ(stats->stats.inferences, 10u);
+}
+
+TEST_F(BatcherTest, MaxBatchSizeCapsTheBatch) {
+  config_.max_batch_size = 4;
+  config_.max_queue_delay_us = 10'000'000;
+  auto backend = MakeBackend();
+  auto stats = std::make_shared<StatsBox>();
+  std::vector<std::future<InferResponse>> futures;
+  {
+    Batcher batcher(config_, "1", backend, stats, 100);
+    futures.push_back(Submit(batcher, 4));  // Full at once.
+    backend->WaitStarted(1);
+    futures.push_back(Submit(batcher, 3));
+    futures.push_back(Submit(batcher, 2));  // 3 + 2 > 4: waits for the next batch.
+    futures.push_back(Submit(batcher, 1));  // 3 + 1 = 4: joins the first.
+    backend->Open();
+    backend->WaitStarted(2);
+  }
+  for (auto& f : futures) EXPECT_TRUE(f.get().status.ok());
+  std::lock_guard<std::mutex> lock(stats->mu);
+  EXPECT_EQ(stats->stats.batch_size_counts, (std::map<int, uint64_t>{{2, 1}, {4, 2}}));
+}
+
+TEST_F(BatcherTest, QueueFullIsRefusedAtOnce) {
+  config_.dynamic_batching = false;
+  config_.max_queue_size = 2;
+  auto backend = MakeBackend();
+  auto stats = std::make_shared<StatsBox>();
+  Batcher batcher(config_, "1", backend, stats, 100);
+  auto running = Submit(batcher, 1);
+  backend->WaitStarted(1);
+  auto a = Submit(batcher, 1), b = Submit(batcher, 1);
+  auto refused = Submit(batcher, 1);
+  ASSERT_EQ(refused.wait_for(std::chrono::seconds(0)), std::future_status::ready);
+  InferResponse r = refused.get();
+  EXPECT_EQ(r.status.code, StatusCode::kUnavailable);
+  EXPECT_NE(r.status.message.find("queue full"), std::string::npos) << r.status.message;
+  EXPECT_EQ(r.model, "affine");
+  backend->Open();
+  for (auto* f : {&running, &a, &b}) EXPECT_TRUE(f->get().status.ok());
+  std::lock_guard<std::mutex> lock(stats->mu);
+  EXPECT_EQ(stats->stats.failure, 1u);
+  EXPECT_EQ(stats->stats.executions, 3u);  // Without dynamic batching each runs alone.
+}
+
+TEST_F(BatcherTest, ExpiredRequestsTimeOutAndOthersRun) {
+  config_.dynamic_batching = false;
+  auto backend = MakeBackend();
+  auto stats = std::make_shared<StatsBox>();
+  Batcher batcher(config_, "1", backend, stats, 100);
+  auto running = Submit(batcher, 1);
+  backend->WaitStarted(1);
+  auto expiring = Submit(batcher, 1, 0, 1000);
+  auto patient = Submit(batcher, 1, 0, 60'000'000);
+  std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  backend->Open();
+  EXPECT_TRUE(running.get().status.ok());
+  InferResponse r = expiring.get();
+  EXPECT_EQ(r.status.code, StatusCode::kTimeout);
+  EXPECT_TRUE(patient.get().status.ok());
+}
+
+TEST_F(BatcherTest, SeveralInstancesRunConcurrently) {
+  config_.dynamic_batching = false;
+  config_.instance_count = 3;
+  auto backend = MakeBackend();
+  auto stats = std::make_shared<StatsBox>();
+  Batcher batcher(config_, "1", backend, stats, 100);
+  std::vector<std::future<InferResponse>> futures;
+  for (int i = 0; i < 3; ++i) futures.push_back(Submit(batcher, 1));
+  backend->WaitStarted(3);  // All three are inside the backend at once.
+  backend->Open();
+  for (auto& f : futures) EXPECT_TRUE(f.get().status.ok());
+}
+
+}  // namespace
+}  // namespace kiln::serve

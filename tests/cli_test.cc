@@ -257,7 +257,22 @@ TEST_F(CliTest, RunRejectsBadFilesAndOptions) {
   WriteFile(bogus, "definitely not an engine");
   r = Kiln("run " + bogus);
   EXPECT_EQ(r.exit_code, 1);
+#ifdef KILN_HAVE_CUDA
   ExpectContains(r.err, "not a kiln engine file");
+#else
+  ExpectContains(r.err, "without CUDA");
+#endif
+  r = Kiln("build " + kReluDir + "/model.onnx -o " + Path("relu.kiln"));
+#ifdef KILN_HAVE_CUDA
+  if (cuda::DeviceAvailable()) {
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+  } else
+#endif
+  {
+    // No GPU or no CUDA build: a clear error, never a crash.
+    EXPECT_EQ(r.exit_code, 1);
+    ExpectContains(r.err, "kiln: error:");
+  }
 #ifdef KILN_HAVE_CUDA
   r = Kiln("bench " + Path("missing.kiln"));
   EXPECT_EQ(r.exit_code, 1);

@@ -65,26 +65,33 @@ void AddEngineFlags(CLI::App* cmd, EngineFlags& flags) {
 }
 
 void AddBuildCommand(CLI::App& app, int& exit_code) {
-  auto flags = std::make_shared<EngineFlags>();
-  auto model = std::make_shared<std::string>();
-  auto output = std::make_shared<std::string>();
+  struct BuildOptions {
+    EngineFlags flags;
+    std::string model, output;
+  };
+  // Options live in a shared object the callback holds, so the references
+  // CLI11 keeps stay valid whatever the callback uses.
+  auto o = std::make_shared<BuildOptions>();
   CLI::App* cmd = app.add_subcommand("build", "Compile an ONNX model into a GPU engine file");
-  cmd->add_option("model", *model, "ONNX model file")->required();
-  cmd->add_option("-o,--output", *output, "Engine file to write (default: MODEL.kiln)");
-  AddEngineFlags(cmd, *flags);
-  cmd->callback([=, &exit_code] {
+  cmd->add_option("model", o->model, "ONNX model file")->required();
+  cmd->add_option("-o,--output", o->output, "Engine file to write (default: MODEL.kiln)");
+  AddEngineFlags(cmd, o->flags);
+  cmd->callback([o, &exit_code] {
 #ifdef KILN_HAVE_CUDA
-    std::unique_ptr<Engine> engine = Engine::Build(*model, MakeBuildConfig(*flags));
-    std::string path = output->empty() ? *model + ".kiln" : *output;
-    if (path == *model + ".kiln" && model->size() > 5 && model->substr(model->size() - 5) == ".onnx")
-      path = model->substr(0, model->size() - 5) + ".kiln";
+    std::unique_ptr<Engine> engine = Engine::Build(o->model, MakeBuildConfig(o->flags));
+    std::string path = o->output;
+    if (path.empty()) {
+      const std::string& m = o->model;
+      bool onnx = m.size() > 5 && m.compare(m.size() - 5, 5, ".onnx") == 0;
+      path = (onnx ? m.substr(0, m.size() - 5) : m) + ".kiln";
+    }
     engine->Save(path);
     PrintEngineSummary(*engine);
     std::cout << "wrote " << path << "\n";
     exit_code = 0;
 #else
     (void)exit_code;
-    Fail("this kiln was built without CUDA; `kiln build` needs the CUDA backend");
+    Fail("this kiln was built without CUDA; `kiln build` needs the CUDA backend (model: ", o->model, ")");
 #endif
   });
 }

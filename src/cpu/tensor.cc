@@ -20,6 +20,7 @@ namespace {
 using tensor_ops::PadMode;
 using tensor_ops::ResizeMode;
 using tensor_ops::ResizePlan;
+using tensor_ops::ResizeTaps;
 
 // Calls fn(U{}) with an unsigned integer type as wide as one element.
 template <typename Fn>
@@ -721,121 +722,16 @@ void PadKernel(KernelContext& ctx) {
 
 // ---- Resize ----
 
-// Maps an output coordinate to the input coordinate along one axis.
-double SourceCoordinate(const ResizePlan& plan, int axis, int rank, int64_t x, int64_t in_len,
-                        int64_t out_len) {
-  const double scale = plan.scales[static_cast<size_t>(axis)];
-  // The ONNX reference measures the resized length as in_len * scale before
-  // flooring; align_corners and friends depend on it when scales are given.
-  const double resized = static_cast<double>(in_len) * scale;
-  const std::string& mode = plan.coordinate_mode;
-  const double xd = static_cast<double>(x);
-  if (mode == "half_pixel") return (xd + 0.5) / scale - 0.5;
-  if (mode == "pytorch_half_pixel") return resized > 1 ? (xd + 0.5) / scale - 0.5 : 0.0;
-  if (mode == "align_corners")
-    return resized == 1 ? 0.0 : xd * static_cast<double>(in_len - 1) / (resized - 1);
-  if (mode == "asymmetric") return xd / scale;
-  if (mode == "tf_half_pixel_for_nn") return (xd + 0.5) / scale;
-  if (mode == "half_pixel_symmetric") {
-    const double adjustment = static_cast<double>(out_len) / (scale * static_cast<double>(in_len));
-    const double center = static_cast<double>(in_len) / 2;
-    const double offset = center * (1 - adjustment);
-    return offset + (xd + 0.5) / scale - 0.5;
-  }
-  // tf_crop_and_resize
-  const double start = plan.roi[static_cast<size_t>(axis)];
-  const double end = plan.roi[static_cast<size_t>(rank + axis)];
-  const double span = static_cast<double>(in_len - 1);
-  if (resized == 1) return 0.5 * (start + end) * span;
-  return start * span + xd * (end - start) * span / (resized - 1);
-}
-
-bool OutsideCrop(const ResizePlan& plan, double coord, int64_t in_len) {
-  return plan.coordinate_mode == "tf_crop_and_resize" &&
-         (coord < 0 || coord > static_cast<double>(in_len - 1));
-}
-
-int64_t NearestIndex(const ResizePlan& plan, double coord, double scale, int64_t in_len) {
-  const std::string& mode = plan.nearest_mode;
-  double floor = std::floor(coord);
-  int64_t index;
-  if (mode == "simple") {
-    index = static_cast<int64_t>(scale < 1.0 ? std::ceil(coord) : floor);
-  } else if (mode == "floor") {
-    index = static_cast<int64_t>(floor);
-  } else if (mode == "ceil") {
-    index = static_cast<int64_t>(std::ceil(coord));
-  } else if (coord - floor == 0.5) {  // A tie: the mode decides.
-    index = static_cast<int64_t>(mode == "round_prefer_ceil" ? floor + 1 : floor);
-  } else {
-    index = static_cast<int64_t>(std::round(coord));
-  }
-  return std::clamp<int64_t>(index, 0, in_len - 1);
-}
-
-// Interpolation taps of one output position along one axis.
-struct Taps {
-  int count = 0;
-  int64_t index[4] = {0, 0, 0, 0};
-  double weight[4] = {0, 0, 0, 0};
-  bool outside = false;  // tf_crop_and_resize out of range: extrapolation value.
-};
-
-double CubicWeight(double x, double a) {
-  x = std::fabs(x);
-  if (x <= 1) return ((a + 2) * x - (a + 3)) * x * x + 1;
-  if (x < 2) return ((a * x - 5 * a) * x + 8 * a) * x - 4 * a;
-  return 0;
-}
-
-std::vector<Taps> AxisTaps(const ResizePlan& plan, int axis, int rank, int64_t in_len,
-                           int64_t out_len) {
-  std::vector<Taps> taps(static_cast<size_t>(out_len));
-  for (int64_t x = 0; x < out_len; ++x) {
-    Taps& t = taps[static_cast<size_t>(x)];
-    const double coord = SourceCoordinate(plan, axis, rank, x, in_len, out_len);
-    if (OutsideCrop(plan, coord, in_len)) {
-      t.outside = true;
-      continue;
-    }
-    const double base = std::floor(coord);
-    const double frac = coord - base;
-    const int64_t i0 = static_cast<int64_t>(base);
-    auto clamp_index = [&](int64_t i) { return std::clamp<int64_t>(i, 0, in_len - 1); };
-    if (plan.mode == ResizeMode::kLinear) {
-      t.count = 2;
-      t.index[0] = clamp_index(i0);
-      t.index[1] = clamp_index(i0 + 1);
-      t.weight[0] = 1 - frac;
-      t.weight[1] = frac;
-    } else {  // Cubic: four taps around the coordinate, edge-clamped.
-      t.count = 4;
-      double sum = 0;
-      for (int k = 0; k < 4; ++k) {
-        int64_t i = i0 - 1 + k;
-        double w = CubicWeight(frac - (k - 1), static_cast<double>(plan.cubic_a));
-        if (plan.exclude_outside && (i < 0 || i >= in_len)) w = 0;
-        t.index[k] = clamp_index(i);
-        t.weight[k] = w;
-        sum += w;
-      }
-      if (plan.exclude_outside && sum != 0)
-        for (double& w : t.weight) w /= sum;
-    }
-  }
-  return taps;
-}
-
 // Resizes one axis: in [outer, in_len, inner] -> out [outer, out_len, inner].
 template <typename T>
 void ResizeAxis(const T* in, T* out, int64_t outer, int64_t in_len, int64_t inner,
-                const std::vector<Taps>& taps, T extrapolation) {
+                const std::vector<ResizeTaps>& taps, T extrapolation) {
   const int64_t out_len = static_cast<int64_t>(taps.size());
   for (int64_t o = 0; o < outer; ++o) {
     const T* src = in + o * in_len * inner;
     T* dst = out + o * out_len * inner;
     for (int64_t x = 0; x < out_len; ++x) {
-      const Taps& t = taps[static_cast<size_t>(x)];
+      const ResizeTaps& t = taps[static_cast<size_t>(x)];
       T* row = dst + x * inner;
       if (t.outside) {
         std::fill_n(row, inner, extrapolation);
@@ -860,10 +756,10 @@ void ResizeInterpolate(const ResizePlan& plan, const Tensor& in, Tensor& out) {
   for (int axis = 0; axis < rank; ++axis) {
     const int64_t in_len = current.dim(axis);
     const int64_t out_len = plan.out_dims[static_cast<size_t>(axis)];
-    std::vector<Taps> taps = AxisTaps(plan, axis, rank, in_len, out_len);
+    std::vector<ResizeTaps> taps = tensor_ops::ResizeAxisTaps(plan, axis, rank, in_len, out_len);
     bool identity = in_len == out_len;
     for (int64_t x = 0; identity && x < out_len; ++x) {
-      const Taps& t = taps[static_cast<size_t>(x)];
+      const ResizeTaps& t = taps[static_cast<size_t>(x)];
       for (int k = 0; k < t.count && identity; ++k)
         identity = t.weight[k] == 0 || (t.weight[k] == 1 && t.index[k] == x);
       identity = identity && !t.outside;
@@ -899,11 +795,11 @@ void ResizeKernel(KernelContext& ctx) {
     for (int d = 0; d < in.rank(); ++d) {
       auto& table = tables[static_cast<size_t>(d)];
       for (int64_t x = 0; x < out.dim(d); ++x) {
-        double coord = SourceCoordinate(plan, d, in.rank(), x, in.dim(d), out.dim(d));
+        double coord = tensor_ops::ResizeSourceCoordinate(plan, d, in.rank(), x, in.dim(d), out.dim(d));
         table.push_back(
-            OutsideCrop(plan, coord, in.dim(d))
+            tensor_ops::ResizeOutsideCrop(plan, coord, in.dim(d))
                 ? -1
-                : NearestIndex(plan, coord, plan.scales[static_cast<size_t>(d)], in.dim(d)));
+                : tensor_ops::ResizeNearestIndex(plan, coord, plan.scales[static_cast<size_t>(d)], in.dim(d)));
       }
     }
     Tensor fill = ScalarOf(in.dtype(), plan.extrapolation_value);

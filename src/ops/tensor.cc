@@ -360,6 +360,105 @@ Tensor ConstantValue(const ir::Node& node) {
   Fail("Constant has no supported value attribute (value, value_float(s), value_int(s))");
 }
 
+// ---- Resize coordinate math (shared by the CPU kernel and the GPU layer) ----
+
+// Maps an output coordinate to the input coordinate along one axis.
+double ResizeSourceCoordinate(const ResizePlan& plan, int axis, int rank, int64_t x, int64_t in_len,
+                        int64_t out_len) {
+  const double scale = plan.scales[static_cast<size_t>(axis)];
+  // The ONNX reference measures the resized length as in_len * scale before
+  // flooring; align_corners and friends depend on it when scales are given.
+  const double resized = static_cast<double>(in_len) * scale;
+  const std::string& mode = plan.coordinate_mode;
+  const double xd = static_cast<double>(x);
+  if (mode == "half_pixel") return (xd + 0.5) / scale - 0.5;
+  if (mode == "pytorch_half_pixel") return resized > 1 ? (xd + 0.5) / scale - 0.5 : 0.0;
+  if (mode == "align_corners")
+    return resized == 1 ? 0.0 : xd * static_cast<double>(in_len - 1) / (resized - 1);
+  if (mode == "asymmetric") return xd / scale;
+  if (mode == "tf_half_pixel_for_nn") return (xd + 0.5) / scale;
+  if (mode == "half_pixel_symmetric") {
+    const double adjustment = static_cast<double>(out_len) / (scale * static_cast<double>(in_len));
+    const double center = static_cast<double>(in_len) / 2;
+    const double offset = center * (1 - adjustment);
+    return offset + (xd + 0.5) / scale - 0.5;
+  }
+  // tf_crop_and_resize
+  const double start = plan.roi[static_cast<size_t>(axis)];
+  const double end = plan.roi[static_cast<size_t>(rank + axis)];
+  const double span = static_cast<double>(in_len - 1);
+  if (resized == 1) return 0.5 * (start + end) * span;
+  return start * span + xd * (end - start) * span / (resized - 1);
+}
+
+bool ResizeOutsideCrop(const ResizePlan& plan, double coord, int64_t in_len) {
+  return plan.coordinate_mode == "tf_crop_and_resize" &&
+         (coord < 0 || coord > static_cast<double>(in_len - 1));
+}
+
+int64_t ResizeNearestIndex(const ResizePlan& plan, double coord, double scale, int64_t in_len) {
+  const std::string& mode = plan.nearest_mode;
+  double floor = std::floor(coord);
+  int64_t index;
+  if (mode == "simple") {
+    index = static_cast<int64_t>(scale < 1.0 ? std::ceil(coord) : floor);
+  } else if (mode == "floor") {
+    index = static_cast<int64_t>(floor);
+  } else if (mode == "ceil") {
+    index = static_cast<int64_t>(std::ceil(coord));
+  } else if (coord - floor == 0.5) {  // A tie: the mode decides.
+    index = static_cast<int64_t>(mode == "round_prefer_ceil" ? floor + 1 : floor);
+  } else {
+    index = static_cast<int64_t>(std::round(coord));
+  }
+  return std::clamp<int64_t>(index, 0, in_len - 1);
+}
+
+double ResizeCubicWeight(double x, double a) {
+  x = std::fabs(x);
+  if (x <= 1) return ((a + 2) * x - (a + 3)) * x * x + 1;
+  if (x < 2) return ((a * x - 5 * a) * x + 8 * a) * x - 4 * a;
+  return 0;
+}
+
+std::vector<ResizeTaps> ResizeAxisTaps(const ResizePlan& plan, int axis, int rank, int64_t in_len,
+                                       int64_t out_len) {
+  std::vector<ResizeTaps> taps(static_cast<size_t>(out_len));
+  for (int64_t x = 0; x < out_len; ++x) {
+    ResizeTaps& t = taps[static_cast<size_t>(x)];
+    const double coord = ResizeSourceCoordinate(plan, axis, rank, x, in_len, out_len);
+    if (ResizeOutsideCrop(plan, coord, in_len)) {
+      t.outside = true;
+      continue;
+    }
+    const double base = std::floor(coord);
+    const double frac = coord - base;
+    const int64_t i0 = static_cast<int64_t>(base);
+    auto clamp_index = [&](int64_t i) { return std::clamp<int64_t>(i, 0, in_len - 1); };
+    if (plan.mode == ResizeMode::kLinear) {
+      t.count = 2;
+      t.index[0] = clamp_index(i0);
+      t.index[1] = clamp_index(i0 + 1);
+      t.weight[0] = 1 - frac;
+      t.weight[1] = frac;
+    } else {  // Cubic: four taps around the coordinate, edge-clamped.
+      t.count = 4;
+      double sum = 0;
+      for (int k = 0; k < 4; ++k) {
+        int64_t i = i0 - 1 + k;
+        double w = ResizeCubicWeight(frac - (k - 1), static_cast<double>(plan.cubic_a));
+        if (plan.exclude_outside && (i < 0 || i >= in_len)) w = 0;
+        t.index[k] = clamp_index(i);
+        t.weight[k] = w;
+        sum += w;
+      }
+      if (plan.exclude_outside && sum != 0)
+        for (double& w : t.weight) w /= sum;
+    }
+  }
+  return taps;
+}
+
 }  // namespace tensor_ops
 
 namespace {

@@ -86,6 +86,25 @@ struct ResizeInputs {
 void ResizeInputIndices(const ir::Node& node, int* roi, int* scales, int* sizes);
 ResizePlan PlanResize(const ir::Node& node, const std::vector<int64_t>& in_dims,
                       const ResizeInputs& inputs);
+// The input coordinate output position `x` maps to along `axis`.
+double ResizeSourceCoordinate(const ResizePlan& plan, int axis, int rank, int64_t x, int64_t in_len,
+                              int64_t out_len);
+// True when tf_crop_and_resize puts `coord` outside the input (extrapolation).
+bool ResizeOutsideCrop(const ResizePlan& plan, double coord, int64_t in_len);
+// The input index nearest-mode picks for `coord`, clamped to [0, in_len).
+int64_t ResizeNearestIndex(const ResizePlan& plan, double coord, double scale, int64_t in_len);
+// Keys' cubic convolution weight at distance x with coefficient a.
+double ResizeCubicWeight(double x, double a);
+// Interpolation taps of one output position along one axis.
+struct ResizeTaps {
+  int count = 0;
+  int64_t index[4] = {0, 0, 0, 0};
+  double weight[4] = {0, 0, 0, 0};
+  bool outside = false;  // tf_crop_and_resize out of range: extrapolation value.
+};
+// Linear or cubic taps of every output position along one axis.
+std::vector<ResizeTaps> ResizeAxisTaps(const ResizePlan& plan, int axis, int rank, int64_t in_len,
+                                       int64_t out_len);
 
 // ---- Constant ----
 // The tensor a Constant node produces, from whichever value attribute it has.

@@ -987,99 +987,28 @@ std::unique_ptr<Layer> MakePad(const LayerInit& init) {
 
 // ---------------------------------------------------------------- resize
 
-// Host replicas of the CPU reference's coordinate math (src/cpu/tensor.cc),
-// used to find the axes that map x -> x exactly (skipped like the CPU does).
-double HostSourceCoordinate(const tensor_ops::ResizePlan& plan, int axis, int rank, int64_t x,
-                            int64_t in_len, int64_t out_len) {
-  const double scale = plan.scales[static_cast<size_t>(axis)];
-  const double resized = static_cast<double>(in_len) * scale;
-  const std::string& mode = plan.coordinate_mode;
-  const double xd = static_cast<double>(x);
-  if (mode == "half_pixel") return (xd + 0.5) / scale - 0.5;
-  if (mode == "pytorch_half_pixel") return resized > 1 ? (xd + 0.5) / scale - 0.5 : 0.0;
-  if (mode == "align_corners")
-    return resized == 1 ? 0.0 : xd * static_cast<double>(in_len - 1) / (resized - 1);
-  if (mode == "asymmetric") return xd / scale;
-  if (mode == "tf_half_pixel_for_nn") return (xd + 0.5) / scale;
-  if (mode == "half_pixel_symmetric") {
-    const double adjustment = static_cast<double>(out_len) / (scale * static_cast<double>(in_len));
-    const double center = static_cast<double>(in_len) / 2;
-    const double offset = center * (1 - adjustment);
-    return offset + (xd + 0.5) / scale - 0.5;
-  }
-  const double start = plan.roi[static_cast<size_t>(axis)];
-  const double end = plan.roi[static_cast<size_t>(rank + axis)];
-  const double span = static_cast<double>(in_len - 1);
-  if (resized == 1) return 0.5 * (start + end) * span;
-  return start * span + xd * (end - start) * span / (resized - 1);
-}
-
-int64_t HostNearestIndex(const std::string& mode, double coord, double scale, int64_t in_len) {
-  const double floor = std::floor(coord);
-  int64_t index;
-  if (mode == "simple") {
-    index = static_cast<int64_t>(scale < 1.0 ? std::ceil(coord) : floor);
-  } else if (mode == "floor") {
-    index = static_cast<int64_t>(floor);
-  } else if (mode == "ceil") {
-    index = static_cast<int64_t>(std::ceil(coord));
-  } else if (coord - floor == 0.5) {
-    index = static_cast<int64_t>(mode == "round_prefer_ceil" ? floor + 1 : floor);
-  } else {
-    index = static_cast<int64_t>(std::round(coord));
-  }
-  return std::clamp<int64_t>(index, 0, in_len - 1);
-}
-
-double HostCubicWeight(double x, double a) {
-  x = std::fabs(x);
-  if (x <= 1) return ((a + 2) * x - (a + 3)) * x * x + 1;
-  if (x < 2) return ((a * x - 5 * a) * x + 8 * a) * x - 4 * a;
-  return 0;
-}
-
+// True when resizing `axis` maps every x to x exactly (such axes are skipped,
+// as the CPU reference does), using the reference's own coordinate math.
 bool AxisIsIdentity(const tensor_ops::ResizePlan& plan, int axis, int rank, int64_t in_len,
                     int64_t out_len) {
   if (in_len != out_len) return false;
-  const bool crop = plan.coordinate_mode == "tf_crop_and_resize";
-  for (int64_t x = 0; x < out_len; ++x) {
-    const double coord = HostSourceCoordinate(plan, axis, rank, x, in_len, out_len);
-    if (crop && (coord < 0 || coord > static_cast<double>(in_len - 1))) return false;
-    if (plan.mode == tensor_ops::ResizeMode::kNearest) {
-      if (HostNearestIndex(plan.nearest_mode, coord, plan.scales[static_cast<size_t>(axis)],
-                           in_len) != x)
+  if (plan.mode == tensor_ops::ResizeMode::kNearest) {
+    for (int64_t x = 0; x < out_len; ++x) {
+      const double coord = tensor_ops::ResizeSourceCoordinate(plan, axis, rank, x, in_len, out_len);
+      if (tensor_ops::ResizeOutsideCrop(plan, coord, in_len)) return false;
+      if (tensor_ops::ResizeNearestIndex(plan, coord, plan.scales[static_cast<size_t>(axis)],
+                                         in_len) != x)
         return false;
-      continue;
     }
-    const double base = std::floor(coord);
-    const double frac = coord - base;
-    const int64_t i0 = static_cast<int64_t>(base);
-    auto clamp_index = [&](int64_t i) { return std::clamp<int64_t>(i, 0, in_len - 1); };
-    int count = 0;
-    int64_t index[4] = {0, 0, 0, 0};
-    double weight[4] = {0, 0, 0, 0};
-    if (plan.mode == tensor_ops::ResizeMode::kLinear) {
-      count = 2;
-      index[0] = clamp_index(i0);
-      index[1] = clamp_index(i0 + 1);
-      weight[0] = 1 - frac;
-      weight[1] = frac;
-    } else {
-      count = 4;
-      double sum = 0;
-      for (int k = 0; k < 4; ++k) {
-        const int64_t i = i0 - 1 + k;
-        double w = HostCubicWeight(frac - (k - 1), static_cast<double>(plan.cubic_a));
-        if (plan.exclude_outside && (i < 0 || i >= in_len)) w = 0;
-        index[k] = clamp_index(i);
-        weight[k] = w;
-        sum += w;
-      }
-      if (plan.exclude_outside && sum != 0)
-        for (double& w : weight) w /= sum;
-    }
-    for (int k = 0; k < count; ++k)
-      if (!(weight[k] == 0 || (weight[k] == 1 && index[k] == x))) return false;
+    return true;
+  }
+  const std::vector<tensor_ops::ResizeTaps> taps =
+      tensor_ops::ResizeAxisTaps(plan, axis, rank, in_len, out_len);
+  for (int64_t x = 0; x < out_len; ++x) {
+    const tensor_ops::ResizeTaps& t = taps[static_cast<size_t>(x)];
+    if (t.outside) return false;
+    for (int k = 0; k < t.count; ++k)
+      if (!(t.weight[k] == 0 || (t.weight[k] == 1 && t.index[k] == x))) return false;
   }
   return true;
 }

@@ -14,6 +14,10 @@
 #include "serve/server_core.h"
 
 namespace kiln::cli {
+
+// src/cli/perf.cc. Registered with serve (its client side) because main.cc
+// lists one Add*Command per file it knows.
+
 namespace {
 
 struct ServeOptions {
@@ -115,7 +119,7 @@ void AddServeCommand(CLI::App& app, int& exit_code) {
                   "Queue bound for models whose config sets no max_queue_size")
       ->check(CLI::Range(1, 1 << 24));
   cmd->add_flag("--strict-model-config", options->strict_model_config,
-                "Require a config.json in every model folder");
+                "Require a config.json or config.pbtxt in every model folder");
   cmd->callback([options, &exit_code] { exit_code = RunServe(*options); });
 }
 

@@ -41,6 +41,18 @@ Tensor SliceBatch(const Tensor& t, int64_t begin, int64_t count) {
   return out;
 }
 
+uint64_t DurationNs(std::chrono::steady_clock::duration d) {
+  return static_cast<uint64_t>(std::max<int64_t>(
+      0, std::chrono::duration_cast<std::chrono::nanoseconds>(d).count()));
+}
+
+void StatsBox::AddFailure(std::chrono::steady_clock::time_point received) {
+  const uint64_t ns = DurationNs(std::chrono::steady_clock::now() - received);
+  std::lock_guard<std::mutex> lock(mu);
+  stats.failure += 1;
+  stats.failure_ns += ns;
+}
+
 Batcher::Batcher(ModelConfig config, std::string version, std::shared_ptr<Backend> backend,
                  std::shared_ptr<StatsBox> stats, int default_max_queue_size)
     : config_(std::move(config)),
@@ -64,6 +76,7 @@ size_t Batcher::QueueSize() const {
 void Batcher::Enqueue(InferRequest request, Callback done) {
   Pending p;
   p.enqueued = Clock::now();
+  if (request.received == Clock::time_point{}) request.received = p.enqueued;
   const int64_t timeout_us = request.timeout_us > 0 ? request.timeout_us : config_.default_timeout_us;
   p.deadline = timeout_us > 0 ? p.enqueued + std::chrono::microseconds(timeout_us)
                               : Clock::time_point::max();
@@ -206,28 +219,20 @@ void Batcher::Finish(Pending& p, InferResponse response) {
 }
 
 void Batcher::FailAll(std::vector<Pending>& list, StatusCode code, const std::string& message) {
-  if (list.empty()) return;
-  stats_->AddFailure(list.size());
   for (Pending& p : list) {
+    stats_->AddFailure(p.request.received);
     InferResponse r;
     r.status = {code, message};
     Finish(p, std::move(r));
   }
 }
 
-namespace {
-uint64_t Nanos(std::chrono::steady_clock::duration d) {
-  return static_cast<uint64_t>(std::max<int64_t>(
-      0, std::chrono::duration_cast<std::chrono::nanoseconds>(d).count()));
-}
-}  // namespace
-
 void Batcher::Execute(std::vector<Pending>& batch, int instance) {
   const Clock::time_point t0 = Clock::now();
   uint64_t queue_ns = 0;
   int64_t total = 0;
   for (const Pending& p : batch) {
-    queue_ns += Nanos(t0 - p.enqueued);
+    queue_ns += DurationNs(t0 - p.enqueued);
     total += p.batch;
   }
   std::vector<InferResponse> responses(batch.size());
@@ -279,10 +284,6 @@ void Batcher::Execute(std::vector<Pending>& batch, int instance) {
   }
   const Clock::time_point t3 = Clock::now();
   if (!error.empty()) {
-    {
-      std::lock_guard<std::mutex> lock(stats_->mu);
-      stats_->stats.queue_ns += queue_ns;
-    }
     FailAll(batch, StatusCode::kInternal,
             "model '" + config_.name + "' failed to run a batch of " + std::to_string(total) +
                 ": " + error);
@@ -297,10 +298,18 @@ void Batcher::Execute(std::vector<Pending>& batch, int instance) {
     s.inferences += static_cast<uint64_t>(total);
     s.queue_ns += queue_ns;
     // Like Triton, each request is charged its batch's compute time.
-    s.compute_input_ns += n * Nanos(t1 - t0);
-    s.compute_infer_ns += n * Nanos(t2 - t1);
-    s.compute_output_ns += n * Nanos(t3 - t2);
+    const uint64_t input_ns = DurationNs(t1 - t0), infer_ns = DurationNs(t2 - t1),
+                   output_ns = DurationNs(t3 - t2);
+    s.compute_input_ns += n * input_ns;
+    s.compute_infer_ns += n * infer_ns;
+    s.compute_output_ns += n * output_ns;
+    for (const Pending& p : batch) s.success_ns += DurationNs(t3 - p.request.received);
     s.batch_size_counts[static_cast<int>(total)] += 1;
+    BatchStats& b = s.batch_stats[static_cast<int>(total)];
+    b.executions += 1;
+    b.compute_input_ns += input_ns;
+    b.compute_infer_ns += infer_ns;
+    b.compute_output_ns += output_ns;
     s.last_inference_ms = static_cast<uint64_t>(
         std::chrono::duration_cast<std::chrono::milliseconds>(
             std::chrono::system_clock::now().time_since_epoch())

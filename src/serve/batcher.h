@@ -31,11 +31,12 @@ namespace kiln::serve {
 struct StatsBox {
   mutable std::mutex mu;
   ModelStats stats;
-  void AddFailure(uint64_t n = 1) {
-    std::lock_guard<std::mutex> lock(mu);
-    stats.failure += n;
-  }
+  // One failed request, received at `received` (its duration ends now).
+  void AddFailure(std::chrono::steady_clock::time_point received);
 };
+
+// Non-negative nanoseconds of a steady_clock duration.
+uint64_t DurationNs(std::chrono::steady_clock::duration d);
 
 class Batcher {
  public:

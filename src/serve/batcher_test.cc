@@ -165,6 +165,69 @@ TEST_F(BatcherTest, PreferredBatchSizeShipsFirst) {
   EXPECT_EQ(stats->stats.inferences, 10u);
 }
 
+// Durations are real: the gate holds the first batch inside the backend for
+// a known time while later requests wait in the queue.
+TEST_F(BatcherTest, StatsMeasureQueueAndComputeDurations) {
+  config_.preferred_batch_sizes = {2, 4};
+  config_.max_queue_delay_us = 10'000'000;
+  auto backend = MakeBackend();
+  auto stats = std::make_shared<StatsBox>();
+  constexpr auto kHold = std::chrono::milliseconds(30);
+  std::vector<std::future<InferResponse>> futures;
+  const auto start = Batcher::Clock::now();
+  {
+    Batcher batcher(config_, "1", backend, stats, 100);
+    futures.push_back(Submit(batcher, 2));  // Preferred at once: held inside the backend.
+    backend->WaitStarted(1);
+    for (int i = 0; i < 4; ++i) futures.push_back(Submit(batcher, 1, static_cast<float>(i)));
+    std::this_thread::sleep_for(kHold);
+    backend->Open();
+    for (auto& f : futures) ASSERT_TRUE(f.get().status.ok());
+  }
+  const uint64_t wall_ns = DurationNs(Batcher::Clock::now() - start);
+  std::lock_guard<std::mutex> lock(stats->mu);
+  const ModelStats& s = stats->stats;
+  EXPECT_EQ(s.success, 5u);
+  EXPECT_EQ(s.failure, 0u);
+  ASSERT_EQ(s.batch_stats.size(), 2u);
+  const BatchStats& two = s.batch_stats.at(2);
+  const BatchStats& four = s.batch_stats.at(4);
+  EXPECT_EQ(two.executions, 1u);
+  EXPECT_EQ(four.executions, 1u);
+  const uint64_t hold_ns = DurationNs(kHold);
+  EXPECT_GE(two.compute_infer_ns, hold_ns);  // The gate is inside Run.
+  EXPECT_GT(four.compute_infer_ns, 0u);
+  EXPECT_GT(four.compute_input_ns, 0u);  // Four requests concatenated.
+  EXPECT_GT(four.compute_output_ns, 0u);
+  // Each request is charged its batch's compute time.
+  EXPECT_EQ(s.compute_infer_ns, two.compute_infer_ns + 4 * four.compute_infer_ns);
+  EXPECT_EQ(s.compute_input_ns, two.compute_input_ns + 4 * four.compute_input_ns);
+  EXPECT_EQ(s.compute_output_ns, two.compute_output_ns + 4 * four.compute_output_ns);
+  EXPECT_GE(s.queue_ns, 4 * hold_ns);  // The four waited behind the gate.
+  // The parts fit inside the request durations, which fit inside the wall time.
+  EXPECT_LE(s.queue_ns + s.compute_input_ns + s.compute_infer_ns + s.compute_output_ns,
+            s.success_ns);
+  EXPECT_LE(s.success_ns, 5 * wall_ns);
+}
+
+TEST_F(BatcherTest, FailuresCountTheirDuration) {
+  config_.dynamic_batching = false;
+  auto backend = MakeBackend();
+  auto stats = std::make_shared<StatsBox>();
+  Batcher batcher(config_, "1", backend, stats, 100);
+  auto running = Submit(batcher, 1);
+  backend->WaitStarted(1);
+  auto expiring = Submit(batcher, 1, 0, 1000);
+  std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  backend->Open();
+  EXPECT_TRUE(running.get().status.ok());
+  EXPECT_EQ(expiring.get().status.code, StatusCode::kTimeout);
+  std::lock_guard<std::mutex> lock(stats->mu);
+  EXPECT_EQ(stats->stats.failure, 1u);
+  EXPECT_GE(stats->stats.failure_ns, 1'000'000u);  // At least its 1 ms timeout.
+  EXPECT_EQ(stats->stats.success, 1u);
+}
+
 TEST_F(BatcherTest, MaxBatchSizeCapsTheBatch) {
   config_.max_batch_size = 4;
   config_.max_queue_delay_us = 10'000'000;

@@ -358,6 +358,7 @@ class Service final : public pb::GRPCInferenceService::Service {
       c->set_backend("kiln");
       c->set_max_batch_size(config->max_batch_size);
       c->set_default_model_filename(config->model_file);
+      (*c->mutable_parameters())["precision"].set_string_value(config->precision);
       for (const TensorIO& io : config->inputs) {
         pb::ModelInput* in = c->add_input();
         in->set_name(io.name);
@@ -397,9 +398,11 @@ class Service final : public pb::GRPCInferenceService::Service {
   grpc::Status ModelInfer(grpc::ServerContext* context, const pb::ModelInferRequest* request,
                           pb::ModelInferResponse* response) override {
     return Guard("ModelInfer", [&] {
+      const auto received = std::chrono::steady_clock::now();
       InferRequest infer;
       grpc::Status status = ToInferRequest(core_, *request, context, &infer);
       if (!status.ok()) return status;
+      infer.received = received;
       const InferResponse result = core_.Infer(std::move(infer));
       if (!result.status.ok()) return ToGrpc(result.status);
       return FromInferResponse(result, response);
@@ -427,8 +430,10 @@ class Service final : public pb::GRPCInferenceService::Service {
     grpc::Status result = Guard("ModelStreamInfer", [&] {
       pb::ModelInferRequest request;
       while (stream->Read(&request)) {
+        const auto received = std::chrono::steady_clock::now();
         InferRequest infer;
         grpc::Status status = ToInferRequest(core_, request, context, &infer);
+        infer.received = received;
         if (!status.ok()) {
           pb::ModelStreamInferResponse r;
           r.set_error_message(status.error_message());
@@ -502,24 +507,22 @@ class Service final : public pb::GRPCInferenceService::Service {
         s->set_inference_count(stats->inferences);
         s->set_execution_count(stats->executions);
         pb::InferStatistics* is = s->mutable_inference_stats();
-        is->mutable_success()->set_count(stats->success);
-        is->mutable_success()->set_ns(stats->queue_ns + stats->compute_input_ns +
-                                      stats->compute_infer_ns + stats->compute_output_ns);
-        is->mutable_fail()->set_count(stats->failure);
-        is->mutable_queue()->set_count(stats->success);
-        is->mutable_queue()->set_ns(stats->queue_ns);
-        is->mutable_compute_input()->set_count(stats->success);
-        is->mutable_compute_input()->set_ns(stats->compute_input_ns);
-        is->mutable_compute_infer()->set_count(stats->success);
-        is->mutable_compute_infer()->set_ns(stats->compute_infer_ns);
-        is->mutable_compute_output()->set_count(stats->success);
-        is->mutable_compute_output()->set_ns(stats->compute_output_ns);
-        for (const auto& [batch, executions] : stats->batch_size_counts) {
-          pb::InferBatchStatistics* b = s->add_batch_stats();
-          b->set_batch_size(static_cast<uint64_t>(batch));
-          b->mutable_compute_input()->set_count(executions);
-          b->mutable_compute_infer()->set_count(executions);
-          b->mutable_compute_output()->set_count(executions);
+        auto duration = [](pb::StatisticDuration* d, uint64_t count, uint64_t ns) {
+          d->set_count(count);
+          d->set_ns(ns);
+        };
+        duration(is->mutable_success(), stats->success, stats->success_ns);
+        duration(is->mutable_fail(), stats->failure, stats->failure_ns);
+        duration(is->mutable_queue(), stats->success, stats->queue_ns);
+        duration(is->mutable_compute_input(), stats->success, stats->compute_input_ns);
+        duration(is->mutable_compute_infer(), stats->success, stats->compute_infer_ns);
+        duration(is->mutable_compute_output(), stats->success, stats->compute_output_ns);
+        for (const auto& [batch, b] : stats->batch_stats) {
+          pb::InferBatchStatistics* bs = s->add_batch_stats();
+          bs->set_batch_size(static_cast<uint64_t>(batch));
+          duration(bs->mutable_compute_input(), b.executions, b.compute_input_ns);
+          duration(bs->mutable_compute_infer(), b.executions, b.compute_infer_ns);
+          duration(bs->mutable_compute_output(), b.executions, b.compute_output_ns);
         }
       }
       return grpc::Status::OK;

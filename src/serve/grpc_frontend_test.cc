@@ -423,6 +423,32 @@ TEST_F(GrpcFrontendTest, ConcurrentRequestsAndStatistics) {
   EXPECT_GE(after.inference_stats().success().count(), uint64_t{kRequests});
   EXPECT_GT(after.last_inference(), 0u);
   EXPECT_GT(after.batch_stats_size(), 0);
+  // Real durations, the same as the core's and the HTTP JSON's.
+  const ModelStats core_stats = *core_->Stats("dense");
+  const pb::InferStatistics& is = after.inference_stats();
+  EXPECT_EQ(is.success().ns(), core_stats.success_ns);
+  EXPECT_EQ(is.queue().ns(), core_stats.queue_ns);
+  EXPECT_EQ(is.compute_input().ns(), core_stats.compute_input_ns);
+  EXPECT_EQ(is.compute_infer().ns(), core_stats.compute_infer_ns);
+  EXPECT_EQ(is.compute_output().ns(), core_stats.compute_output_ns);
+  EXPECT_GT(is.compute_infer().ns(), 0u);
+  EXPECT_LE(is.queue().ns() + is.compute_input().ns() + is.compute_infer().ns() +
+                is.compute_output().ns(),
+            is.success().ns());
+  uint64_t executions = 0, rows = 0;
+  for (const pb::InferBatchStatistics& b : after.batch_stats()) {
+    ASSERT_TRUE(core_stats.batch_stats.count(static_cast<int>(b.batch_size())));
+    const BatchStats& expected = core_stats.batch_stats.at(static_cast<int>(b.batch_size()));
+    EXPECT_EQ(b.compute_infer().count(), expected.executions);
+    EXPECT_EQ(b.compute_infer().ns(), expected.compute_infer_ns);
+    EXPECT_EQ(b.compute_input().ns(), expected.compute_input_ns);
+    EXPECT_EQ(b.compute_output().ns(), expected.compute_output_ns);
+    EXPECT_GT(b.compute_infer().ns(), 0u);
+    executions += b.compute_infer().count();
+    rows += b.compute_infer().count() * b.batch_size();
+  }
+  EXPECT_EQ(executions, after.execution_count());
+  EXPECT_EQ(rows, after.inference_count());
 
   grpc::ClientContext c;
   pb::ModelStatisticsRequest q;

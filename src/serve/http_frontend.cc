@@ -195,6 +195,7 @@ struct HttpFrontend::Impl {
   }
 
   void Infer(const httplib::Request& req, const std::string& body, httplib::Response& res) {
+    const auto received = std::chrono::steady_clock::now();
     std::string model = Match(req, 1), version = Match(req, 2);
     size_t limit = core.options().max_request_bytes;
     if (limit > 0 && body.size() > limit) {
@@ -218,6 +219,7 @@ struct HttpFrontend::Impl {
     } catch (const Error& e) {
       throw HttpError{400, e.what()};
     }
+    parsed.request.received = received;
     InferResponse response = core.Infer(std::move(parsed.request));
     if (!response.status.ok()) {
       throw HttpError{HttpStatusOf(response.status.code), response.status.message};

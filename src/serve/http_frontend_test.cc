@@ -299,6 +299,33 @@ TEST_F(HttpFrontendTest, StatisticsRepositoryAndMetrics) {
   EXPECT_EQ(stats["model_stats"][0]["inference_count"], 4);
   EXPECT_EQ(stats["model_stats"][0]["inference_stats"]["success"]["count"], 4);
   EXPECT_EQ(Get("/v2/models/stats").second["model_stats"].size(), 1u);
+  // The durations are the core's measured ones, not zeros.
+  const ModelStats core_stats = *core_->Stats("relu");
+  const json& is = stats["model_stats"][0]["inference_stats"];
+  EXPECT_EQ(is["success"]["ns"], core_stats.success_ns);
+  EXPECT_GT(core_stats.success_ns, 0u);
+  uint64_t parts = 0;
+  for (const char* part : {"queue", "compute_input", "compute_infer", "compute_output"}) {
+    EXPECT_EQ(is[part]["count"], 4) << part;
+    parts += is[part]["ns"].get<uint64_t>();
+  }
+  EXPECT_GT(is["compute_infer"]["ns"].get<uint64_t>(), 0u);
+  EXPECT_LE(parts, core_stats.success_ns);
+  uint64_t executions = 0, rows = 0;
+  for (const json& b : stats["model_stats"][0]["batch_stats"]) {
+    const int size = b["batch_size"];
+    ASSERT_TRUE(core_stats.batch_stats.count(size)) << size;
+    const BatchStats& expected = core_stats.batch_stats.at(size);
+    EXPECT_EQ(b["compute_infer"]["count"], expected.executions);
+    EXPECT_EQ(b["compute_infer"]["ns"], expected.compute_infer_ns);
+    EXPECT_EQ(b["compute_input"]["ns"], expected.compute_input_ns);
+    EXPECT_EQ(b["compute_output"]["ns"], expected.compute_output_ns);
+    EXPECT_GT(expected.compute_infer_ns, 0u);
+    executions += expected.executions;
+    rows += expected.executions * static_cast<uint64_t>(size);
+  }
+  EXPECT_EQ(executions, stats["model_stats"][0]["execution_count"].get<uint64_t>());
+  EXPECT_EQ(rows, 4u);
 
   auto [s2, index] = Post("/v2/repository/index", "");
   ASSERT_EQ(s2, 200);
@@ -309,12 +336,28 @@ TEST_F(HttpFrontendTest, StatisticsRepositoryAndMetrics) {
   EXPECT_EQ(Post("/v2/repository/models/relu/load", "{}").first, 200);
   EXPECT_EQ(Get("/v2/models/relu/ready").first, 200);
   EXPECT_EQ(Post("/v2/repository/models/nope/load", "").first, 404);
+  EXPECT_EQ(Post("/v2/models/relu/infer",
+                 R"({"inputs":[{"name":"X","shape":[1,4],"datatype":"FP32","data":[1,2,3,4]}]})")
+                .first,
+            200);
 
   httplib::Client metrics("127.0.0.1", frontend_->metrics_port());
   auto res = metrics.Get("/metrics");
   ASSERT_TRUE(res);
   EXPECT_EQ(res->status, 200);
   EXPECT_NE(res->get_header_value("Content-Type").find("text/plain"), std::string::npos);
+  // The metrics use the same durations (in microseconds). relu was reloaded
+  // above, so its counters started over (one request since).
+  const ModelStats now = *core_->Stats("relu");
+  EXPECT_EQ(now.success, 1u);
+  const std::string labels = "{model=\"relu\",version=\"1\"} ";
+  EXPECT_NE(res->body.find("nv_inference_compute_infer_duration_us" + labels +
+                           std::to_string(now.compute_infer_ns / 1000) + "\n"),
+            std::string::npos)
+      << res->body;
+  EXPECT_NE(res->body.find("nv_inference_queue_duration_us" + labels +
+                           std::to_string(now.queue_ns / 1000) + "\n"),
+            std::string::npos);
 }
 
 TEST_F(HttpFrontendTest, PortInUseIsAClearError) {

@@ -450,10 +450,9 @@ json ModelConfigJson(const ModelConfig& config) {
 }
 
 json ModelStatsJson(const std::string& name, const std::string& version, const ModelStats& s) {
-  uint64_t total_ns = s.queue_ns + s.compute_input_ns + s.compute_infer_ns + s.compute_output_ns;
   json inference_stats = {
-      {"success", StatDuration(s.success, total_ns)},
-      {"fail", StatDuration(s.failure, 0)},
+      {"success", StatDuration(s.success, s.success_ns)},
+      {"fail", StatDuration(s.failure, s.failure_ns)},
       {"queue", StatDuration(s.success, s.queue_ns)},
       {"compute_input", StatDuration(s.success, s.compute_input_ns)},
       {"compute_infer", StatDuration(s.success, s.compute_infer_ns)},
@@ -462,11 +461,11 @@ json ModelStatsJson(const std::string& name, const std::string& version, const M
       {"cache_miss", StatDuration(0, 0)},
   };
   json batch_stats = json::array();
-  for (const auto& [size, count] : s.batch_size_counts) {
+  for (const auto& [size, b] : s.batch_stats) {
     batch_stats.push_back({{"batch_size", size},
-                           {"compute_input", StatDuration(count, 0)},
-                           {"compute_infer", StatDuration(count, 0)},
-                           {"compute_output", StatDuration(count, 0)}});
+                           {"compute_input", StatDuration(b.executions, b.compute_input_ns)},
+                           {"compute_infer", StatDuration(b.executions, b.compute_infer_ns)},
+                           {"compute_output", StatDuration(b.executions, b.compute_output_ns)}});
   }
   return {{"name", name},
           {"version", version},

@@ -1,12 +1,18 @@
 #include "serve/model_repository.h"
 
+#include <google/protobuf/io/tokenizer.h>
+#include <google/protobuf/text_format.h>
+#include <google/protobuf/util/json_util.h>
+
 #include <algorithm>
 #include <cctype>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <set>
 #include <sstream>
 
+#include "grpc_service.pb.h"
 #include "ir/graph.h"
 #include "kiln/error.h"
 
@@ -279,6 +285,119 @@ ModelConfig ParseModelConfig(const std::string& json_text, const std::string& mo
     Fail("config.json of model '", model_name, "': ", e.what());
   } catch (const json::exception& e) {
     Fail("config.json of model '", model_name, "': ", e.what());
+  }
+}
+
+namespace {
+
+// Triton config.pbtxt fields that kiln's ModelConfig message lacks but that
+// change no result here (versions, warm-up, accelerator hints, labels, ...):
+// skipped. Any other unknown field is an error, so that nothing that would
+// change behaviour (reshape, sequence batching, ensembles) passes silently.
+const std::set<std::string>& IgnoredPbtxtFields() {
+  static const std::set<std::string> fields = {
+      "version_policy", "optimization",     "model_warmup",   "model_operations",
+      "model_transaction_policy", "response_cache", "label_filename", "format",
+      "cc_model_filenames", "metric_tags", "model_repository_agents", "runtime",
+      "host_policy", "profile", "passive", "priority_levels", "default_priority_level"};
+  return fields;
+}
+
+class PbtxtErrors : public google::protobuf::io::ErrorCollector {
+ public:
+  void AddError(int line, google::protobuf::io::ColumnNumber column,
+                const std::string& message) override {
+    if (first_error.empty()) first_error = Where(line, column) + message;
+  }
+  void AddWarning(int line, google::protobuf::io::ColumnNumber column,
+                  const std::string& message) override {
+    // protobuf reports a skipped field as: ... has no field named "NAME".
+    static const std::string kMarker = "has no field named \"";
+    const size_t at = message.find(kMarker);
+    if (at == std::string::npos) return;
+    const size_t begin = at + kMarker.size();
+    const std::string field = message.substr(begin, message.find('"', begin) - begin);
+    if (IgnoredPbtxtFields().count(field) == 0 && unsupported.empty())
+      unsupported = Where(line, column) + "field '" + field + "' is not supported by kiln";
+  }
+  std::string first_error, unsupported;
+
+ private:
+  static std::string Where(int line, int column) {
+    return "line " + std::to_string(line + 1) + ":" + std::to_string(column + 1) + ": ";
+  }
+};
+
+// Triton writes repeated messages as `field [ {...} ]`, which protobuf's
+// parser accepts for known fields but cannot skip for unknown ones (it wants
+// `field: [ ... ]` there). Inserts that colon after every field name followed
+// by '['; strings and comments are left alone, and lines keep their numbers.
+std::string ColonBeforeLists(const std::string& text) {
+  std::string out;
+  out.reserve(text.size() + 16);
+  size_t i = 0;
+  auto is_word = [](char c) { return std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '.'; };
+  while (i < text.size()) {
+    const char c = text[i];
+    if (c == '"' || c == '\'') {
+      size_t j = i + 1;
+      while (j < text.size() && text[j] != c && text[j] != '\n') j += text[j] == '\\' ? 2 : 1;
+      j = std::min(j + 1, text.size());
+      out.append(text, i, j - i);
+      i = j;
+    } else if (c == '#') {
+      size_t j = text.find('\n', i);
+      if (j == std::string::npos) j = text.size();
+      out.append(text, i, j - i);
+      i = j;
+    } else if (std::isalpha(static_cast<unsigned char>(c)) || c == '_') {
+      size_t j = i;
+      while (j < text.size() && is_word(text[j])) ++j;
+      out.append(text, i, j - i);
+      size_t k = j;
+      while (k < text.size() && std::isspace(static_cast<unsigned char>(text[k]))) ++k;
+      if (k < text.size() && text[k] == '[') out += ':';
+      i = j;
+    } else if (is_word(c)) {  // A number (1e5 is not a field name).
+      size_t j = i;
+      while (j < text.size() && (is_word(text[j]) || text[j] == '-' || text[j] == '+')) ++j;
+      out.append(text, i, j - i);
+      i = j;
+    } else {
+      out += c;
+      ++i;
+    }
+  }
+  return out;
+}
+
+}  // namespace
+
+ModelConfig ParseModelConfigPbtxt(const std::string& text, const std::string& model_name) {
+  const std::string what = "config.pbtxt of model '" + model_name + "'";
+  ::inference::ModelConfig message;
+  google::protobuf::TextFormat::Parser parser;
+  PbtxtErrors errors;
+  parser.RecordErrorsTo(&errors);
+  parser.AllowUnknownField(true);
+  if (!parser.ParseFromString(ColonBeforeLists(text), &message)) {
+    Fail(what, " is not valid protobuf text (Triton's ModelConfig): ",
+         errors.first_error.empty() ? "parse error" : errors.first_error);
+  }
+  KILN_CHECK(errors.unsupported.empty(), what, ": ", errors.unsupported);
+  // Through protobuf's JSON mapping into the config.json parser, so both
+  // files mean exactly the same.
+  std::string json_text;
+  google::protobuf::util::JsonPrintOptions options;
+  options.preserve_proto_field_names = true;
+  const auto status = google::protobuf::util::MessageToJsonString(message, &json_text, options);
+  KILN_CHECK(status.ok(), what, ": cannot convert to JSON: ", status.ToString());
+  try {
+    return ParseConfigJson(json::parse(json_text), model_name);
+  } catch (const Error& e) {
+    Fail(what, ": ", e.what());
+  } catch (const json::exception& e) {
+    Fail(what, ": ", e.what());
   }
 }
 

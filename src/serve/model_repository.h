@@ -1,6 +1,7 @@
 // The model repository on disk (Triton's layout):
 //
 //   DIR/<model>/config.json          Triton's config.pbtxt fields, in JSON (optional)
+//   DIR/<model>/config.pbtxt         or Triton's own config (protobuf text format)
 //   DIR/<model>/<version>/model.onnx numeric version folders; the highest is served
 //   DIR/<model>/model.onnx           or the model directly in the model folder
 //
@@ -22,6 +23,13 @@ std::vector<std::string> ListModelFolders(const std::string& repository);
 // Parses config.json text. `model_name` is the folder name: a "name" field
 // must match it. Throws kiln::Error naming the model and the field at fault.
 ModelConfig ParseModelConfig(const std::string& json_text, const std::string& model_name);
+
+// Parses Triton's config.pbtxt (protobuf text of ModelConfig; the message in
+// third_party/kserve/grpc_service.proto). It means the same as the config.json
+// with the same fields; Triton fields that change nothing for kiln (version
+// policy, warm-up, optimization hints, ...) are skipped, other unknown fields
+// are errors. Throws kiln::Error naming the model, the line and the field.
+ModelConfig ParseModelConfigPbtxt(const std::string& text, const std::string& model_name);
 
 // Where a model's ONNX file is: the highest numeric version folder holding
 // config.model_file, else the model folder itself.

@@ -209,11 +209,17 @@ struct ServerCore::Impl {
     std::string version, note;
     try {
       const std::string config_path = (fs::path(dir) / "config.json").string();
-      if (fs::exists(config_path, ec)) {
+      const std::string pbtxt_path = (fs::path(dir) / "config.pbtxt").string();
+      const bool has_json = fs::exists(config_path, ec), has_pbtxt = fs::exists(pbtxt_path, ec);
+      KILN_CHECK(!(has_json && has_pbtxt), "model '", name,
+                 "' has both config.json and config.pbtxt: keep one");
+      if (has_json) {
         *config = ParseModelConfig(ReadTextFile(config_path), name);
+      } else if (has_pbtxt) {
+        *config = ParseModelConfigPbtxt(ReadTextFile(pbtxt_path), name);
       } else {
         KILN_CHECK(!options.strict_model_config, "model '", name,
-                   "' has no config.json (strict model config is on)");
+                   "' has no config.json or config.pbtxt (strict model config is on)");
         config->name = name;
       }
       const ModelLocation location = LocateModelFile(dir, *config);
@@ -384,6 +390,8 @@ std::vector<std::string> ServerCore::LoadedModels() const {
 }
 
 void ServerCore::InferAsync(InferRequest request, Callback done) {
+  if (request.received == std::chrono::steady_clock::time_point{})
+    request.received = std::chrono::steady_clock::now();
   InferResponse response;
   response.model = request.model;
   response.version = request.version;
@@ -420,7 +428,7 @@ void ServerCore::InferAsync(InferRequest request, Callback done) {
   }
   Status s = ValidateRequest(request, *config);
   if (!s.ok()) {
-    stats->AddFailure();
+    stats->AddFailure(request.received);
     return fail(s.code, s.message);
   }
   batcher->Enqueue(std::move(request), std::move(done));
@@ -476,6 +484,9 @@ std::string ServerCore::MetricsText() const {
   family("nv_inference_pending_request_count", "gauge",
          "Requests waiting in the model's queue",
          [](const Row& r) { return static_cast<uint64_t>(r.pending); });
+  family("nv_inference_request_duration_us", "counter",
+         "Cumulative duration of successful requests, receipt to response",
+         [](const Row& r) { return r.stats.success_ns / 1000; });
   family("nv_inference_queue_duration_us", "counter", "Cumulative time requests spent queued",
          [](const Row& r) { return r.stats.queue_ns / 1000; });
   family("nv_inference_compute_input_duration_us", "counter",

@@ -70,6 +70,9 @@ struct InferRequest {
   std::vector<std::pair<std::string, Tensor>> inputs;  // Including the batch dim.
   std::vector<std::string> requested_outputs;          // Empty: all.
   int64_t timeout_us = 0;  // 0: the model's default.
+  // When the frontend received the request (the start of the request duration
+  // in the statistics); left default, ServerCore::InferAsync sets it.
+  std::chrono::steady_clock::time_point received{};
 };
 
 struct InferResponse {
@@ -78,11 +81,24 @@ struct InferResponse {
   std::vector<std::pair<std::string, Tensor>> outputs;
 };
 
+// Triton's statistics: request counts with cumulative steady_clock durations.
+// Per request: queue = enqueue to batch start; compute_input = assembling the
+// batch's inputs; compute_infer = the backend run; compute_output = splitting
+// the outputs per request; success/failure = receipt to response ready. Every
+// request in a batch is charged its batch's compute time (as Triton does), so
+// queue + compute_* <= success_ns for each request.
+struct BatchStats {  // One entry per executed batch size.
+  uint64_t executions = 0;
+  uint64_t compute_input_ns = 0, compute_infer_ns = 0, compute_output_ns = 0;
+};
+
 struct ModelStats {
   uint64_t success = 0, failure = 0, executions = 0, inferences = 0;
   uint64_t queue_ns = 0, compute_input_ns = 0, compute_infer_ns = 0, compute_output_ns = 0;
   std::map<int, uint64_t> batch_size_counts;  // Executions per batch size.
   uint64_t last_inference_ms = 0;             // Unix time.
+  uint64_t success_ns = 0, failure_ns = 0;    // Request durations (receipt to response).
+  std::map<int, BatchStats> batch_stats;      // Keyed by batch size (rows).
 };
 
 struct ServerOptions {

@@ -5,7 +5,8 @@
 OUT_DIR/models/  the repository passed to `kiln serve --model-repository`:
   dense/         Y = Relu(X @ W + B) [batch, 8] and Z = X * 2 [batch, 16]; X is
                  FP32 [batch, 16]; max_batch_size 8, dynamic batching.
-  dense_spare/   the same model under another name (load/unload tests).
+  dense_spare/   the same model under another name (load/unload tests), configured
+                 by a Triton-style config.pbtxt instead of config.json.
   add_int/       S = A + B, INT64 [2, 3] each, no batching (max_batch_size 0).
 OUT_DIR/reference/W.npy, B.npy  the weights, so tests compute the reference.
 """
@@ -50,8 +51,27 @@ def add_model():
 def write(repo, name, model, config):
     os.makedirs(os.path.join(repo, name, "1"), exist_ok=True)
     onnx.save(model, os.path.join(repo, name, "1", "model.onnx"))
-    with open(os.path.join(repo, name, "config.json"), "w") as f:
-        json.dump(config, f, indent=2)
+    if config is not None:
+        with open(os.path.join(repo, name, "config.json"), "w") as f:
+            json.dump(config, f, indent=2)
+
+
+DENSE_PBTXT = """# Triton's protobuf text format, as Triton's documentation writes it.
+name: "dense_spare"
+platform: "onnxruntime_onnx"
+max_batch_size: 8
+version_policy: { latest { num_versions: 1 } }
+input [ { name: "X" data_type: TYPE_FP32 dims: [ 16 ] } ]
+output [
+  { name: "Y" data_type: TYPE_FP32 dims: [ 8 ] },
+  { name: "Z" data_type: TYPE_FP32 dims: [ 16 ] }
+]
+dynamic_batching {
+  preferred_batch_size: [ 4, 8 ]
+  max_queue_delay_microseconds: 20000
+}
+instance_group [ { count: 1 kind: KIND_CPU } ]
+"""
 
 
 def main():
@@ -78,7 +98,9 @@ def main():
         }
 
     write(repo, "dense", dense_model(W, B), dense_config("dense"))
-    write(repo, "dense_spare", dense_model(W, B), dense_config("dense_spare"))
+    write(repo, "dense_spare", dense_model(W, B), None)
+    with open(os.path.join(repo, "dense_spare", "config.pbtxt"), "w") as f:
+        f.write(DENSE_PBTXT)
     write(repo, "add_int", add_model(), {
         "name": "add_int",
         "max_batch_size": 0,

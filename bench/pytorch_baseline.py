@@ -14,6 +14,7 @@ import json
 import os
 import sys
 import time
+import types
 
 import torch
 
@@ -50,14 +51,37 @@ def cuda_graph(fn):
     return graph.replay
 
 
+def sdpa_attention_forward(self, x, mask_bias):
+    """SelfAttention.forward with PyTorch's fused scaled_dot_product_attention
+    (same weights and math as scripts/export_models.py's matmul/softmax form):
+    the strongest eager PyTorch baseline for BERT."""
+    q = self._split_heads(self.query(x))
+    k = self._split_heads(self.key(x))
+    v = self._split_heads(self.value(x))
+    context = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask_bias)
+    context = context.permute(0, 2, 1, 3)
+    batch, seq = context.shape[0], context.shape[1]
+    return self.out(context.reshape(batch, seq, self.heads * self.head_dim))
+
+
+def use_sdpa(model):
+    for layer in model.layers:
+        layer.attention.forward = types.MethodType(sdpa_attention_forward, layer.attention)
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--out", required=True)
     p.add_argument("--compile", action="store_true", help="also torch.compile (slow to compile)")
     p.add_argument("--iterations", type=int, default=100)
+    p.add_argument("--cases", default="resnet50:256,resnet50:1,resnet18:256,bert:128,bert:1",
+                   help="model:batch list")
+    p.add_argument("--compile-cases", default=None,
+                   help="model:batch list to torch.compile (default: all cases when --compile)")
     args = p.parse_args()
     torch.backends.cudnn.benchmark = True
-    cases = [("resnet50", 256), ("resnet50", 1), ("resnet18", 256), ("bert", 128), ("bert", 1)]
+    cases = [(c.split(":")[0], int(c.split(":")[1])) for c in args.cases.split(",")]
+    compile_cases = set(args.compile_cases.split(",")) if args.compile_cases else None
     out = open(args.out, "w")
     for name, batch in cases:
         torch.manual_seed(export_models.SEED + export_models.ALL_MODELS.index(name))
@@ -73,13 +97,20 @@ def main():
             inputs = (torch.randn(batch, 3, 224, 224, device="cuda").half().to(memory_format=torch.channels_last),)
         variants = [("eager", lambda: model(*inputs))]
         variants.append(("cuda_graph", None))
-        if args.compile:
+        if name == "bert":
+            variants.append(("sdpa", "sdpa"))
+            variants.append(("sdpa_cuda_graph", None))
+        if args.compile and (compile_cases is None or f"{name}:{batch}" in compile_cases):
             compiled = torch.compile(model, mode="max-autotune")
             variants.append(("torch_compile", lambda: compiled(*inputs)))
         with torch.inference_mode():
             for variant, fn in variants:
                 t0 = time.time()
-                if variant == "cuda_graph":
+                if fn == "sdpa":
+                    use_sdpa(model)
+                    fn = lambda: model(*inputs)
+                    fn()
+                elif variant.endswith("cuda_graph"):
                     fn = cuda_graph(lambda: model(*inputs))
                 else:
                     fn()

@@ -536,3 +536,112 @@ TEST_F(CliTest, NpyRejectsWhatItCannotRead) {
 
 }  // namespace
 }  // namespace kiln
+
+// ---- kiln bench --sweep / --contexts (flag checks run on every machine;
+// the sweep and the contexts run where a GPU is) ----
+namespace kiln {
+namespace {
+
+TEST_F(CliTest, BenchSweepAndContextsCheckTheirFlagsFirst) {
+  // Two inputs sharing the batch and sequence symbols, like BERT's.
+  ::onnx::ModelProto model;
+  model.set_ir_version(7);
+  model.add_opset_import()->set_version(17);
+  ::onnx::GraphProto* graph = model.mutable_graph();
+  ::onnx::NodeProto* node = graph->add_node();
+  node->set_op_type("Add");
+  node->add_input("x");
+  node->add_input("mask");
+  node->add_output("y");
+  DeclareValue(graph->add_input(), "x", {"batch", "seq"});
+  DeclareValue(graph->add_input(), "mask", {"batch", "seq"});
+  DeclareValue(graph->add_output(), "y", {"batch", "seq"});
+  WriteFile(Path("add.onnx"), model.SerializeAsString());
+
+  const std::pair<const char*, const char*> bad[] = {
+      {"--sweep 1,0,4", "--sweep '1,0,4': batch size 0 is out of range"},
+      {"--sweep 4,2", "strictly increasing (2 comes after 4)"},
+      {"--sweep 1,x", "'x' is not a batch size"},
+      {"--sweep 1,,2", "empty entry"},
+      {"--plot sweep.svg", "--plot needs --sweep"},
+      {"--sweep 1,2 --contexts 2", "choose one of --sweep and --contexts"},
+      {"--sweep 1,2 --batch 4", "drop --batch"},
+      {"--sweep 1,2 --profile", "--profile is not available with --sweep"},
+      {"--threads 2", "--threads needs --contexts"},
+      {"--contexts 0", "--contexts must be between 1 and 1024"},
+      {"--contexts 2 --threads 3", "--threads must be between 1 and --contexts (2)"},
+  };
+  for (const auto& [flags, message] : bad) {
+    CliResult r = Kiln(std::string("bench add.onnx ") + flags);
+    EXPECT_EQ(r.exit_code, 1) << flags;
+    ExpectContains(r.err, message);
+  }
+
+  bool gpu = false;
+#ifdef KILN_HAVE_CUDA
+  gpu = cuda::DeviceAvailable();
+  // A model without a dynamic batch dim is refused before any build.
+  CliResult fixed = Kiln("bench " + kReluDir + "/model.onnx --sweep 1,2");
+  EXPECT_EQ(fixed.exit_code, 1);
+  ExpectContains(fixed.err, "dynamic batch dim");
+#endif
+  if (!gpu) {
+    // No CUDA backend, or no GPU: a clear error, never a crash.
+    for (const char* flags : {"--sweep 1,2", "--contexts 2 --threads 2"}) {
+      CliResult r = Kiln(std::string("bench add.onnx --shapes x=1x16 ") + flags);
+      EXPECT_EQ(r.exit_code, 1) << flags;
+      ExpectContains(r.err, "kiln: error:");
+#ifndef KILN_HAVE_CUDA
+      ExpectContains(r.err, "needs the CUDA backend");
+#endif
+    }
+    return;
+  }
+
+  // The sweep: one engine per batch, the sequence dim from --shapes x (and
+  // shared with mask); every row measured, the plot and JSON written.
+  CliResult r = Kiln("bench add.onnx --shapes x=1x16 --sweep 1,2,4 --iterations 20 --warmup 2 "
+                     "--plot sweep.svg --json sweep.json");
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  ExpectContains(r.out, "best throughput: batch");
+  ExpectContains(r.out, "the knee is the last batch size");
+  nlohmann::json j = nlohmann::json::parse(ReadFile(Path("sweep.json")));
+  ASSERT_EQ(j["sweep"].size(), 3u);
+  for (size_t i = 0; i < 3; ++i) {
+    const nlohmann::json& row = j["sweep"][i];
+    EXPECT_EQ(row["batch"].get<int64_t>(), int64_t{1} << i);
+    ASSERT_TRUE(row["ok"].get<bool>()) << row.dump();
+    EXPECT_GT(row["p50_ms"].get<double>(), 0);
+    EXPECT_GE(row["p99_ms"].get<double>(), row["p50_ms"].get<double>());
+    EXPECT_GT(row["samples_per_s"].get<double>(), 0);
+    EXPECT_GE(row["context_bytes"].get<double>(), 0);  // 0 when every value lives in a binding.
+  }
+  EXPECT_FALSE(j["best_batch"].is_null());
+  const std::string svg = ReadFile(Path("sweep.svg"));
+  EXPECT_EQ(svg.rfind("<?xml", 0), 0u);
+  ExpectContains(svg, "<polyline class=\"throughput\"");
+  ExpectContains(svg, "</svg>");
+
+  // Three contexts on two threads: contexts 0 and 2 on thread 0, 1 on thread 1.
+  r = Kiln("bench add.onnx --shapes x=8x16 --contexts 3 --threads 2 --cuda-graph --iterations 20 "
+           "--json contexts.json");
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  ExpectContains(r.out, "1 context, 1 thread");
+  ExpectContains(r.out, "3 contexts, 2 threads");
+  j = nlohmann::json::parse(ReadFile(Path("contexts.json")));
+  EXPECT_EQ(j["batch"].get<int64_t>(), 8);
+  EXPECT_EQ(j["context_bytes"].size(), 3u);
+  ASSERT_EQ(j["concurrent"]["threads"].size(), 2u);
+  EXPECT_EQ(j["concurrent"]["threads"][0]["contexts"], nlohmann::json::parse("[0, 2]"));
+  EXPECT_EQ(j["concurrent"]["threads"][1]["contexts"], nlohmann::json::parse("[1]"));
+  EXPECT_GT(j["concurrent"]["samples_per_s"].get<double>(), 0);
+  EXPECT_GT(j["single_context"]["samples_per_s"].get<double>(), 0);
+  EXPECT_EQ(j["non_finite_outputs"].get<int64_t>(), 0);
+  // --batch sets the dynamic dim 0 of both inputs; seq from --shapes.
+  r = Kiln("bench add.onnx --shapes x=1x16 --batch 4 --contexts 2 --iterations 10 --json b.json");
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  EXPECT_EQ(nlohmann::json::parse(ReadFile(Path("b.json")))["batch"].get<int64_t>(), 4);
+}
+
+}  // namespace
+}  // namespace kiln

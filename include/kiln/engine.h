@@ -14,6 +14,16 @@
 // library handles, so contexts on different streams/threads run concurrently.
 // Enqueue allocates nothing and never synchronizes with the host; it can be
 // captured into a CUDA Graph, and EnqueueGraph does that for you.
+//
+// Dynamic shapes: with BuildConfig::profiles the engine accepts any input
+// dims inside a profile's [min, max] (tuned at opt); call
+// context->SetInputShapes({{"input", {8, 3, 224, 224}}}) before Enqueue.
+// Each distinct shape runs its own shape-specialized plan: built at build
+// time (each profile's min, opt, max) or specialized on the first use of a
+// shape from the model kept in the engine, reusing the profile's opt-shape
+// tactics (no timing at run time; the first use of a new shape allocates host
+// memory and uploads no weights twice). Later uses of a seen shape allocate
+// nothing, and a context's CUDA Graphs are kept per shape.
 #pragma once
 
 #include <cuda_runtime_api.h>
@@ -26,6 +36,7 @@
 #include <vector>
 
 #include "kiln/kiln.h"
+#include "kiln/shape_profile.h"
 #include "kiln/tensor.h"
 
 namespace kiln {
@@ -59,6 +70,12 @@ struct BuildConfig {
   // Build log lines (per-layer choices with verbose) go here; null: silent.
   std::function<void(const std::string&)> log;
   bool verbose = false;
+  // Optimization profiles (include/kiln/shape_profile.h): when given, the
+  // engine accepts dynamic input dims inside each profile's ranges. `shapes`
+  // then only fixes the inputs no profile names. The model must be
+  // self-contained (no external data): the engine keeps it to specialize
+  // shapes first seen at run time.
+  std::vector<OptimizationProfile> profiles;
 };
 
 // One layer of a built engine, for reports.
@@ -87,7 +104,14 @@ struct EngineInfo {
   double build_seconds = 0;
   int tactics_timed = 0;
   int tactics_cached = 0;
-  std::vector<LayerInfo> layers;
+  std::vector<LayerInfo> layers;  // Of the plan inputs()/outputs() describe.
+  // Engines with optimization profiles (otherwise 0 and 1): shape-specialized
+  // plans built so far, and the weight bytes they would need without sharing
+  // identical weights (weight_bytes counts each distinct weight once;
+  // activation_bytes/workspace_bytes are the largest plan's).
+  int num_profiles = 0;
+  int num_plans = 1;
+  size_t weight_bytes_unshared = 0;
 };
 
 class ExecutionContext;
@@ -108,6 +132,10 @@ class Engine {
   const std::vector<TensorDesc>& inputs() const;
   const std::vector<TensorDesc>& outputs() const;
   const EngineInfo& info() const;
+  // Empty for a static-shape engine. For one with profiles, inputs() and
+  // outputs() give profile 0's opt dims; a context's bindings follow
+  // ExecutionContext::SetInputShapes.
+  const std::vector<OptimizationProfile>& profiles() const;
 
   std::unique_ptr<ExecutionContext> CreateContext() const;
 
@@ -122,6 +150,20 @@ class Engine {
 class ExecutionContext {
  public:
   ~ExecutionContext();
+
+  // Chooses the input dims of the next Enqueue/EnqueueGraph/ProfileLayers
+  // (TensorRT's setInputShape). Inputs no profile names may be left out.
+  // Throws naming the input, its dims and the profiles' ranges when no
+  // profile covers them; a static engine accepts only the dims it was built
+  // for. A shape seen before allocates nothing.
+  void SetInputShapes(const InputShapes& shapes);
+  // The current bindings (after SetInputShapes; the engine's otherwise).
+  const std::vector<TensorDesc>& CurrentInputs() const;
+  const std::vector<TensorDesc>& CurrentOutputs() const;
+  const std::vector<int64_t>& OutputDims(int index) const;
+  // The profile the current shape falls in; -1 for a static engine.
+  int ProfileIndex() const;
+
   // Device pointers to each input/output, in binding order (contiguous,
   // row-major, the binding's dtype and dims). Launches on `stream` only.
   void Enqueue(const std::vector<const void*>& inputs, const std::vector<void*>& outputs,
@@ -134,7 +176,8 @@ class ExecutionContext {
   int GraphKernelNodes() const;
 
   // Convenience for tests and the CLI: copies host tensors in, runs, copies
-  // outputs back (synchronous). Checks names, dtypes and dims.
+  // outputs back (synchronous). Checks names, dtypes and dims; with profiles
+  // it first selects the inputs' dims (SetInputShapes).
   std::vector<Tensor> Run(const std::map<std::string, Tensor>& inputs);
 
   // Times every layer with CUDA events (median of `iterations`), in ms, in
@@ -143,7 +186,8 @@ class ExecutionContext {
                                     const std::vector<void*>& outputs, cudaStream_t stream,
                                     int iterations);
 
-  // Device memory this context owns (activation arena + workspace).
+  // Device memory this context owns (activation arena + workspace), sized
+  // once for the engine's largest plan: switching shapes does not grow it.
   size_t DeviceMemoryBytes() const;
 
   struct Impl;

@@ -8,6 +8,8 @@
 #include <random>
 #include <sstream>
 
+#include "builder/conv_space_to_depth.h"
+#include "builder/fuse_attention.h"
 #include "builder/fuse_conv_gemm.h"
 #include "builder/fuse_elementwise.h"
 #include "builder/lower.h"
@@ -201,62 +203,21 @@ std::string DescList(const std::vector<gpu::TensorDesc>& descs) {
   return s;
 }
 
-}  // namespace
 
-std::unique_ptr<Engine> Engine::Build(const std::string& onnx_path, const BuildConfig& config) {
-  auto started = std::chrono::steady_clock::now();
-  std::string why;
-  KILN_CHECK(cuda::DeviceAvailable(&why), "cannot build a GPU engine: ", why);
+// Creates a layer per node of `plan`, picks each one's tactic (timing cache,
+// else timed on the GPU) into plan.tactics and reports it in plan.info.
+void TuneTactics(runtime::Plan& plan, const BuildConfig& config, TimingCache& cache,
+                 const std::string& device_key) {
   auto log = [&](const std::string& line) {
     if (config.log) config.log(line);
   };
-
-  auto impl = std::make_unique<Impl>();
-  impl->precision = config.precision;
-  impl->graph = onnx_import::ImportModelFile(onnx_path);
-  ir::Graph& graph = *impl->graph;
-  builder::FreezeInputs(graph, config.frozen_inputs);
-  builder::SpecializeShapes(graph, config.shapes, config.log);
-  passes::Optimize(graph);
-  builder::CheckShapesConcrete(graph);
-
-  DType low = DType::kFloat32;
-  if (config.precision == Precision::kFP16) low = DType::kFloat16;
-  if (config.precision == Precision::kBF16) low = DType::kBFloat16;
-  builder::AssignPrecision(graph, low);
-  int fused_conv = builder::FuseConvEpilogues(graph);
-  int fused_gemm = builder::FuseGemmEpilogues(graph);
-  int fused_elementwise = builder::FuseElementwise(graph);
-  graph.SortTopologically();
-  graph.RemoveUnusedValues();
-  bool nhwc = config.conv_layout == "nhwc" ||
-              (config.conv_layout == "auto" && low != DType::kFloat32);
-  KILN_CHECK(config.conv_layout == "auto" || config.conv_layout == "nhwc" ||
-                 config.conv_layout == "nchw",
-             "unknown convolution layout '", config.conv_layout, "' (auto, nhwc or nchw)");
-  impl->layouts = builder::AssignLayouts(graph, nhwc);
-  builder::MergeCastsIntoLayoutChanges(graph, impl->layouts);
-  graph.SortTopologically();
-  graph.Validate();
-  log(StrCat("lowered: ", graph.nodes().size(), " layers (fused: ", fused_conv, " conv epilogues, ",
-             fused_gemm, " GEMM epilogues, ", fused_elementwise, " elementwise nodes)"));
-
-  // Layers and tactics.
-  impl->handles = CreateHandles();
-  cuda::DeviceInfo device = cuda::QueryDevice(0);
-  std::string device_key =
-      StrCat(device.name, " sm_", device.compute_major, device.compute_minor, " cudnn ",
-             cudnnGetVersion(), " cublasLt ", cublasLtGetVersion());
-  TimingCache cache(config.timing_cache_path);
   const gpu::GpuLayerRegistry& registry = gpu::GpuLayerRegistry::Global();
-  EngineInfo& info = impl->info;
-  info.gpu_name = device.name;
-  info.sm = device.compute_major * 10 + device.compute_minor;
-  for (const auto& node_ptr : graph.nodes()) {
+  EngineInfo& info = plan.info;
+  for (const auto& node_ptr : plan.graph->nodes()) {
     const ir::Node& node = *node_ptr;
     const gpu::GpuOpDef* def = registry.Find(node.op_type);
     KILN_CHECK(def, node.Describe(), ": kiln has no GPU implementation of ", node.op_type);
-    gpu::LayerInit init = impl->MakeInit(node);
+    gpu::LayerInit init = plan.MakeInit(node);
     std::unique_ptr<gpu::Layer> layer = def->create(init);
     LayerInfo li;
     li.name = node.name;
@@ -277,7 +238,7 @@ std::unique_ptr<Engine> Engine::Build(const std::string& onnx_path, const BuildC
         tactic = cached;
         ++info.tactics_cached;
       } else {
-        auto [best, ms] = TimeTactics(*layer, init, impl->handles, config.tuning_iterations, config.log);
+        auto [best, ms] = TimeTactics(*layer, init, plan.handles, config.tuning_iterations, config.log);
         tactic = best;
         li.tactic_time_ms = ms;
         info.tactics_timed += layer->NumTactics();
@@ -287,20 +248,193 @@ std::unique_ptr<Engine> Engine::Build(const std::string& onnx_path, const BuildC
     layer->SetTactic(tactic);
     li.tactic = layer->TacticName();
     li.kernel_launches = layer->KernelLaunches();
-    impl->tactics.push_back(tactic);
+    plan.tactics.push_back(tactic);
     if (config.verbose)
       log(StrCat("  ", node.name, " [", node.op_type, "] ", li.inputs, " -> ", li.outputs,
                  ": tactic ", li.tactic, " (", tactic + 1, "/", li.num_tactics, ")",
                  li.tactic_time_ms > 0 ? StrCat(", ", li.tactic_time_ms * 1e3, " us") : ""));
     info.layers.push_back(std::move(li));
   }
-  cache.Save();
-  impl->Create();
-  for (size_t n = 0; n < info.layers.size(); ++n) {
-    bool alias = !impl->launches[n];
-    info.layers[n].alias = alias;
-    if (alias) info.layers[n].kernel_launches = 0;
+}
+
+// After Create: zero-copy views launch nothing.
+void MarkAliases(runtime::Plan& plan) {
+  for (size_t n = 0; n < plan.info.layers.size(); ++n) {
+    bool alias = !plan.launches[n];
+    plan.info.layers[n].alias = alias;
+    if (alias) plan.info.layers[n].kernel_launches = 0;
   }
+}
+
+std::string ReadFileBytes(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  KILN_CHECK(in, "cannot open '", path, "'");
+  std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  KILN_CHECK(!in.bad(), "reading '", path, "' failed");
+  return bytes;
+}
+
+}  // namespace
+
+namespace builder {
+
+// The lowering pipeline shared by every plan: the static build, each
+// profile's plans and shapes specialized at run time. Returns the summary
+// line for the build log.
+std::string LowerGraph(ir::Graph& graph, std::unordered_map<const ir::Value*, gpu::Layout>& layouts,
+                       const runtime::LoweringOptions& options, const InputShapes& shapes,
+                       const std::function<void(const std::string&)>& log) {
+  builder::FreezeInputs(graph, options.frozen_inputs);
+  builder::SpecializeShapes(graph, shapes, log);
+  passes::Optimize(graph);
+  builder::CheckShapesConcrete(graph);
+
+  DType low = DType::kFloat32;
+  if (options.precision == Precision::kFP16) low = DType::kFloat16;
+  if (options.precision == Precision::kBF16) low = DType::kBFloat16;
+  builder::AssignPrecision(graph, low);
+  int stems = builder::ConvSpaceToDepth(graph);  // Before the epilogue fusion: bias/ReLU fuse into the new conv.
+  int fused_conv = builder::FuseConvEpilogues(graph);
+  int fused_gemm = builder::FuseGemmEpilogues(graph);
+  int attentions = builder::FuseAttention(graph);  // FP16/BF16 only; before FuseElementwise takes the Div/Add.
+  int fused_elementwise = builder::FuseElementwise(graph);
+  graph.SortTopologically();
+  graph.RemoveUnusedValues();
+  bool nhwc = options.conv_layout == "nhwc" ||
+              (options.conv_layout == "auto" && low != DType::kFloat32);
+  KILN_CHECK(options.conv_layout == "auto" || options.conv_layout == "nhwc" ||
+                 options.conv_layout == "nchw",
+             "unknown convolution layout '", options.conv_layout, "' (auto, nhwc or nchw)");
+  layouts = builder::AssignLayouts(graph, nhwc);
+  builder::MergeCastsIntoLayoutChanges(graph, layouts);
+  builder::FusePadSpaceToDepth(graph, layouts);
+  graph.SortTopologically();
+  graph.Validate();
+  return StrCat("lowered: ", graph.nodes().size(), " layers (fused: ", fused_conv, " conv epilogues, ",
+                fused_gemm, " GEMM epilogues, ", attentions, " attentions, ", fused_elementwise,
+                " elementwise nodes; ", stems, " space-to-depth stems)");
+}
+
+std::unique_ptr<runtime::Plan> LowerModelBytes(const std::string& onnx_bytes, const std::string& source,
+                                               const runtime::LoweringOptions& options,
+                                               const InputShapes& shapes,
+                                               const std::function<void(const std::string&)>& log) {
+  auto plan = std::make_unique<runtime::Plan>();
+  plan->precision = options.precision;
+  plan->graph = onnx_import::ImportModelBytes(onnx_bytes, "", source);
+  InputShapes all = options.shapes;
+  for (const auto& [name, dims] : shapes) all[name] = dims;
+  std::string line = builder::LowerGraph(*plan->graph, plan->layouts, options, all, log);
+  if (log) log(line);
+  return plan;
+}
+
+}  // namespace builder
+
+std::unique_ptr<Engine> Engine::Build(const std::string& onnx_path, const BuildConfig& config) {
+  auto started = std::chrono::steady_clock::now();
+  std::string why;
+  KILN_CHECK(cuda::DeviceAvailable(&why), "cannot build a GPU engine: ", why);
+  auto log = [&](const std::string& line) {
+    if (config.log) config.log(line);
+  };
+
+  auto impl = std::make_unique<Impl>();
+  impl->precision = config.precision;
+  runtime::LoweringOptions& lowering = impl->lowering;
+  lowering.precision = config.precision;
+  lowering.conv_layout = config.conv_layout;
+  lowering.frozen_inputs = config.frozen_inputs;
+  lowering.shapes = config.shapes;
+  const bool dynamic = !config.profiles.empty();
+  if (!dynamic) {
+    impl->graph = onnx_import::ImportModelFile(onnx_path);
+    log(builder::LowerGraph(*impl->graph, impl->layouts, lowering, config.shapes, config.log));
+  } else {
+    ValidateProfiles(config.profiles);
+    for (const auto& [name, range] : config.profiles[0].inputs)
+      KILN_CHECK(!config.shapes.count(name), "input '", name,
+                 "' has both a fixed shape (--shapes) and an optimization profile; give one");
+    impl->profiles = config.profiles;
+    impl->source_onnx = ReadFileBytes(onnx_path);
+    // Profile 0's opt shapes make the base plan (what inputs()/outputs() report).
+    InputShapes opt;
+    for (const auto& [name, range] : config.profiles[0].inputs) opt[name] = range.opt;
+    std::unique_ptr<runtime::Plan> base;
+    try {
+      base = builder::LowerModelBytes(impl->source_onnx, onnx_path, lowering, opt, nullptr);
+    } catch (const Error& e) {
+      if (std::string(e.what()).find("external") == std::string::npos) throw;
+      Fail(e.what(), " (an engine with optimization profiles keeps the model to specialize new "
+           "shapes, so the model must be self-contained: no external data)");
+    }
+    impl->graph = std::move(base->graph);
+    impl->layouts = std::move(base->layouts);
+    impl->profile = 0;
+    impl->weight_store = std::make_unique<runtime::WeightStore>();
+    log(StrCat("optimization profile 0: ", DescribeProfile(config.profiles[0])));
+  }
+
+  // Layers and tactics.
+  impl->handles = CreateHandles();
+  cuda::DeviceInfo device = cuda::QueryDevice(0);
+  std::string device_key =
+      StrCat(device.name, " sm_", device.compute_major, device.compute_minor, " cudnn ",
+             cudnnGetVersion(), " cublasLt ", cublasLtGetVersion());
+  TimingCache cache(config.timing_cache_path);
+  EngineInfo& info = impl->info;
+  info.gpu_name = device.name;
+  info.sm = device.compute_major * 10 + device.compute_minor;
+  TuneTactics(*impl, config, cache, device_key);
+  cache.Save();
+  impl->Create(impl->weight_store.get());
+  MarkAliases(*impl);
+
+  if (dynamic) {
+    // Each further profile: its own opt-shape plan with its own tactics.
+    impl->opt_plans.assign(config.profiles.size(), nullptr);
+    impl->opt_plans[0] = impl.get();
+    for (size_t p = 1; p < config.profiles.size(); ++p) {
+      log(StrCat("optimization profile ", p, ": ", DescribeProfile(config.profiles[p])));
+      InputShapes opt;
+      for (const auto& [name, range] : config.profiles[p].inputs) opt[name] = range.opt;
+      std::unique_ptr<runtime::Plan> plan =
+          builder::LowerModelBytes(impl->source_onnx, onnx_path, lowering, opt, nullptr);
+      plan->profile = static_cast<int>(p);
+      plan->handles = impl->handles;
+      plan->owns_handles = false;
+      TuneTactics(*plan, config, cache, device_key);
+      plan->Create(impl->weight_store.get());
+      MarkAliases(*plan);
+      info.tactics_timed += plan->info.tactics_timed;
+      info.tactics_cached += plan->info.tactics_cached;
+      impl->opt_plans[p] = plan.get();
+      impl->plans.push_back(std::move(plan));
+    }
+    // Min and max plans borrow their profile's opt tactics, as shapes
+    // specialized at run time do.
+    for (size_t p = 0; p < config.profiles.size(); ++p) {
+      std::vector<InputShapes> extremes(2);
+      for (const auto& [name, range] : config.profiles[p].inputs) {
+        extremes[0][name] = range.min;
+        extremes[1][name] = range.max;
+      }
+      for (const InputShapes& shapes : extremes) {
+        bool built = impl->profile == static_cast<int>(p) && impl->ProfileDims(config.profiles[p]) == shapes;
+        for (const auto& plan : impl->plans)
+          built = built || (plan->profile == static_cast<int>(p) && plan->ProfileDims(config.profiles[p]) == shapes);
+        if (built) continue;
+        impl->plans.push_back(impl->Specialize(static_cast<int>(p), shapes));
+      }
+    }
+  }
+  if (dynamic) cache.Save();  // With the other profiles' timings.
+  impl->Summarize();
+  if (dynamic)
+    log(StrCat(info.num_plans, " shape-specialized plans for ", info.num_profiles,
+               " optimization profiles; weights ", info.weight_bytes, " bytes on the device, shared (",
+               info.weight_bytes_unshared, " bytes without sharing); activation arena ",
+               info.activation_bytes, " bytes (largest plan)"));
   info.build_seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
   return std::unique_ptr<Engine>(new Engine(std::move(impl)));

@@ -1,9 +1,12 @@
 // Target passes that turn an optimized ONNX graph into one the GPU engine
-// runs: concrete shapes, storage precision, memory layout. Run by
-// Engine::Build (builder.cc) in this order:
+// runs: concrete shapes, storage precision, memory layout. LowerGraph
+// (builder.cc) runs them, for Engine::Build and for every shape-specialized
+// plan, in this order:
 //
-//   SpecializeShapes → passes::Optimize → AssignPrecision → fusions
-//   (fuse_conv_gemm.h, fuse_elementwise.h) → AssignLayouts → MergeCastsIntoLayoutChanges
+//   FreezeInputs → SpecializeShapes → passes::Optimize → AssignPrecision →
+//   ConvSpaceToDepth → fusions (fuse_conv_gemm.h, fuse_attention.h,
+//   fuse_elementwise.h) → AssignLayouts → MergeCastsIntoLayoutChanges →
+//   FusePadSpaceToDepth
 #pragma once
 
 #include <functional>
@@ -15,7 +18,18 @@
 #include "cuda/layer.h"
 #include "ir/graph.h"
 
+namespace kiln::runtime {
+struct LoweringOptions;
+}
+
 namespace kiln::builder {
+
+// The whole lowering sequence above on an imported graph; `layouts` receives
+// the non-row-major values. Returns the summary line for the build log.
+std::string LowerGraph(ir::Graph& graph, std::unordered_map<const ir::Value*, gpu::Layout>& layouts,
+                       const runtime::LoweringOptions& options,
+                       const std::map<std::string, std::vector<int64_t>>& shapes,
+                       const std::function<void(const std::string&)>& log);
 
 // Gives every dynamic input dim a concrete size: from `shapes` (input name →
 // dims; must match the declared rank and known dims), else 1 (logged). Throws

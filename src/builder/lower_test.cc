@@ -9,10 +9,8 @@
 #include <filesystem>
 #include <iostream>
 
-#include "builder/fuse_conv_gemm.h"
-#include "builder/fuse_elementwise.h"
 #include "onnx/importer.h"
-#include "passes/passes.h"
+#include "runtime/engine_impl.h"
 
 namespace kiln::builder {
 namespace {
@@ -30,24 +28,16 @@ struct Lowered {
   std::unordered_map<const ir::Value*, gpu::Layout> layouts;
 };
 
-// The same sequence as Engine::Build, minus layer creation.
+// The lowering Engine::Build runs, minus layer creation.
 Lowered Lower(const std::string& model, const std::map<std::string, std::vector<int64_t>>& shapes,
               DType low) {
   Lowered l;
   l.graph = onnx_import::ImportModelFile(ModelPath(model).string());
-  SpecializeShapes(*l.graph, shapes, nullptr);
-  passes::Optimize(*l.graph);
-  CheckShapesConcrete(*l.graph);
-  AssignPrecision(*l.graph, low);
-  FuseConvEpilogues(*l.graph);
-  FuseGemmEpilogues(*l.graph);
-  FuseElementwise(*l.graph);
-  l.graph->SortTopologically();
-  l.graph->RemoveUnusedValues();
-  l.layouts = AssignLayouts(*l.graph, low != DType::kFloat32);
-  MergeCastsIntoLayoutChanges(*l.graph, l.layouts);
-  l.graph->SortTopologically();
-  l.graph->Validate();
+  runtime::LoweringOptions options;
+  options.precision = low == DType::kFloat16    ? Precision::kFP16
+                      : low == DType::kBFloat16 ? Precision::kBF16
+                                                : Precision::kFP32;
+  LowerGraph(*l.graph, l.layouts, options, shapes, nullptr);
   return l;
 }
 
@@ -73,7 +63,10 @@ TEST(LowerTest, Resnet18Fp16IsFusedAndChannelsLast) {
   EXPECT_EQ(h["Conv"] + h["KilnConv"], 20);
   EXPECT_EQ(h["Relu"], 0);
   EXPECT_EQ(h["Add"], 0);
-  EXPECT_EQ(h["KilnToNHWC"], 1);   // The input image, cast and transposed in one layer.
+  // The input image: cast, padded, space-to-depth'd and made NHWC in one layer
+  // feeding the rewritten stem convolution.
+  EXPECT_EQ(h["KilnPadSpaceToDepth"], 1);
+  EXPECT_EQ(h["KilnToNHWC"], 0);
   EXPECT_EQ(h["Cast"], 1);         // The logits back to float32.
   ExpectEveryNodeHasGpuLayer(*l.graph);
   for (const auto& n : l.graph->nodes())
@@ -103,6 +96,8 @@ TEST(LowerTest, BertFp16HasGpuLayersForEveryNode) {
   Lowered l = Lower("bert", {{"input_ids", {2, 128}}, {"attention_mask", {2, 128}}}, DType::kFloat16);
   auto h = Histogram(*l.graph);
   for (const auto& [op, count] : h) std::cout << "    " << op << ": " << count << "\n";
+  EXPECT_EQ(h["KilnAttention"], 12);  // One fused attention per encoder layer, no head transposes.
+  EXPECT_EQ(h["Transpose"], 0);
   ExpectEveryNodeHasGpuLayer(*l.graph);
   for (const ir::Value* out : l.graph->outputs()) EXPECT_EQ(out->type.dtype, DType::kFloat32) << out->name;
   EXPECT_EQ(l.graph->outputs()[0]->name, "last_hidden_state");

@@ -11,6 +11,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "cli/bench_ablation.h"
 #include "cli/cli_util.h"
 
 #ifdef KILN_HAVE_CUDA
@@ -33,61 +34,8 @@ struct BenchOptions {
 };
 
 #ifdef KILN_HAVE_CUDA
-struct Percentiles {
-  double min = 0, mean = 0, median = 0, p90 = 0, p95 = 0, p99 = 0, max = 0;
-};
-
-Percentiles Summarize(std::vector<double> v) {
-  Percentiles p;
-  if (v.empty()) return p;
-  std::sort(v.begin(), v.end());
-  auto at = [&](double q) {
-    size_t i = static_cast<size_t>(q * static_cast<double>(v.size() - 1) + 0.5);
-    return v[std::min(i, v.size() - 1)];
-  };
-  p.min = v.front();
-  p.max = v.back();
-  double sum = 0;
-  for (double x : v) sum += x;
-  p.mean = sum / static_cast<double>(v.size());
-  p.median = at(0.5);
-  p.p90 = at(0.9);
-  p.p95 = at(0.95);
-  p.p99 = at(0.99);
-  return p;
-}
-
-nlohmann::json ToJson(const Percentiles& p) {
-  return {{"min", p.min}, {"mean", p.mean}, {"median", p.median}, {"p90", p.p90},
-          {"p95", p.p95}, {"p99", p.p99},   {"max", p.max}};
-}
-
-void PrintPercentiles(const char* what, const Percentiles& p) {
-  std::cout << std::fixed << std::setprecision(4) << "  " << std::left << std::setw(18) << what
-            << std::right << "min " << p.min << "  mean " << p.mean << "  median " << p.median
-            << "  p90 " << p.p90 << "  p95 " << p.p95 << "  p99 " << p.p99 << "  max " << p.max
-            << " ms\n";
-}
-
 using cuda::DeviceBuffer;
 using cuda::PinnedBuffer;
-
-// Non-zero inputs: floats uniform in [-1, 1), integers in [0, 100), bools
-// random (all ones for mask-like names).
-void FillRandom(const TensorDesc& d, void* host, std::mt19937& rng) {
-  Tensor wide(DType::kFloat32, d.dims);
-  std::string lower = d.name;
-  std::transform(lower.begin(), lower.end(), lower.begin(), ::tolower);
-  const bool mask = lower.find("mask") != std::string::npos;
-  std::uniform_real_distribution<float> uniform(-1.f, 1.f);
-  std::uniform_int_distribution<int> small(0, 99);
-  for (int64_t i = 0; i < wide.numel(); ++i) {
-    float v = IsFloatingPoint(d.dtype) ? uniform(rng) : static_cast<float>(small(rng) % (d.dtype == DType::kBool ? 2 : 100));
-    wide.data<float>()[i] = mask ? 1.f : v;
-  }
-  Tensor t = wide.CastTo(d.dtype);
-  std::memcpy(host, t.raw_data(), t.nbytes());
-}
 
 int RunBench(const BenchOptions& o) {
   EngineFlags flags = o.flags;
@@ -105,23 +53,27 @@ int RunBench(const BenchOptions& o) {
       flags.shapes.push_back(spec);
     }
   }
+  InputShapes engine_shapes;  // An engine built with --profile: --shapes picks the shape.
+  if (IsEngineFile(o.model))
+    for (const std::string& spec : std::exchange(flags.shapes, {})) engine_shapes.insert(ParseShapeSpec(spec));
   std::unique_ptr<Engine> engine = LoadOrBuildEngine(o.model, flags);
-  if (o.batch > 0 && !engine->inputs().empty())
-    KILN_CHECK(engine->inputs()[0].dims.at(0) == o.batch, "the engine was built for batch ",
-               engine->inputs()[0].dims[0], ", not ", o.batch, "; rebuild with --shapes");
-  PrintEngineSummary(*engine);
-  const int64_t batch = engine->inputs().empty() || engine->inputs()[0].dims.empty()
-                            ? 1
-                            : engine->inputs()[0].dims[0];
-
   std::unique_ptr<ExecutionContext> context = engine->CreateContext();
+  if (!engine_shapes.empty()) context->SetInputShapes(engine_shapes);
+  if (o.batch > 0 && !context->CurrentInputs().empty())
+    KILN_CHECK(context->CurrentInputs()[0].dims.at(0) == o.batch, "the engine was built for batch ",
+               context->CurrentInputs()[0].dims[0], ", not ", o.batch, "; rebuild with --shapes");
+  PrintEngineSummary(*engine);
+  const int64_t batch = context->CurrentInputs().empty() || context->CurrentInputs()[0].dims.empty()
+                            ? 1
+                            : context->CurrentInputs()[0].dims[0];
+
   std::vector<std::unique_ptr<DeviceBuffer>> d_in, d_out;
   std::vector<std::unique_ptr<PinnedBuffer>> h_in, h_out;
   std::vector<const void*> in_ptrs;
   std::vector<void*> out_ptrs;
   std::mt19937 rng(0);
   size_t in_bytes = 0, out_bytes = 0;
-  for (const TensorDesc& d : engine->inputs()) {
+  for (const TensorDesc& d : context->CurrentInputs()) {
     size_t bytes = Tensor(d.dtype, d.dims).nbytes();
     in_bytes += bytes;
     h_in.push_back(std::make_unique<PinnedBuffer>(bytes));
@@ -130,7 +82,7 @@ int RunBench(const BenchOptions& o) {
     KILN_CUDA_CHECK(cudaMemcpy(d_in.back()->ptr, h_in.back()->ptr, bytes, cudaMemcpyHostToDevice));
     in_ptrs.push_back(d_in.back()->ptr);
   }
-  for (const TensorDesc& d : engine->outputs()) {
+  for (const TensorDesc& d : context->CurrentOutputs()) {
     size_t bytes = Tensor(d.dtype, d.dims).nbytes();
     out_bytes += bytes;
     h_out.push_back(std::make_unique<PinnedBuffer>(bytes));
@@ -192,7 +144,7 @@ int RunBench(const BenchOptions& o) {
   // Every output element must have been written with a finite value.
   int64_t non_finite = 0;
   for (size_t i = 0; i < h_out.size(); ++i) {
-    const TensorDesc& d = engine->outputs()[i];
+    const TensorDesc& d = context->CurrentOutputs()[i];
     Tensor t(d.dtype, d.dims);
     std::memcpy(t.raw_data(), h_out[i]->ptr, t.nbytes());
     if (!IsFloatingPoint(d.dtype)) continue;
@@ -288,7 +240,23 @@ void AddBenchCommand(CLI::App& app, int& exit_code) {
   cmd->add_flag("--cuda-graph", o->cuda_graph, "Replay each inference as a CUDA Graph");
   cmd->add_flag("--profile", o->profile, "Per-layer time, TFLOP/s and GB/s");
   cmd->add_option("--json", o->json_path, "Also write the report as JSON to this file");
-  cmd->callback([o, &exit_code] {
+  auto modes = std::make_shared<BenchModeFlags>();  // --sweep, --contexts (bench_sweep.cc)
+  AddBenchModeFlags(cmd, *modes);
+  auto ablation = std::make_shared<AblationFlags>();  // --ablation (bench_ablation.cc)
+  cmd->add_flag("--ablation", ablation->on, "The pipeline optimization ladder, step by step, in one table");
+  cmd->add_option("--batches", ablation->batches, "Batches per --ablation step")->capture_default_str();
+  cmd->callback([o, modes, ablation, &exit_code] {
+    if (ablation->on) {
+      exit_code = RunBenchAblation({o->model, o->flags, o->batch, o->iterations, o->warmup,
+                                    o->cuda_graph, o->profile, o->json_path},
+                                   ablation->batches);
+      return;
+    }
+    if (modes->active()) {
+      exit_code = RunBenchMode(*modes, {o->model, o->flags, o->batch, o->iterations, o->warmup,
+                                        o->cuda_graph, o->profile, o->json_path});
+      return;
+    }
 #ifdef KILN_HAVE_CUDA
     KILN_CHECK(o->iterations > 0 && o->warmup >= 0, "--iterations must be positive");
     exit_code = RunBench(*o);

@@ -4,12 +4,29 @@
 #include <iostream>
 
 #include "cli/cli_util.h"
+#include "kiln/shape_profile.h"
 
 #ifdef KILN_HAVE_CUDA
 #include "kiln/engine.h"
 #endif
 
 namespace kiln::cli {
+
+namespace {
+// --profile (repeatable) and trtexec's --minShapes/--optShapes/--maxShapes.
+std::vector<OptimizationProfile> ParseProfileFlags(const std::vector<std::string>& profiles,
+                                                   const std::string& min_shapes,
+                                                   const std::string& opt_shapes,
+                                                   const std::string& max_shapes) {
+  std::vector<OptimizationProfile> result;
+  for (const std::string& spec : profiles) result.push_back(ParseProfileSpec(spec));
+  int trtexec = !min_shapes.empty() + !opt_shapes.empty() + !max_shapes.empty();
+  KILN_CHECK(trtexec == 0 || trtexec == 3, "--minShapes, --optShapes and --maxShapes go together");
+  if (trtexec == 3) result.push_back(ParseTrtexecShapes(min_shapes, opt_shapes, max_shapes));
+  ValidateProfiles(result);
+  return result;
+}
+}  // namespace
 
 #ifdef KILN_HAVE_CUDA
 BuildConfig MakeBuildConfig(const EngineFlags& flags) {
@@ -49,7 +66,18 @@ void PrintEngineSummary(const Engine& engine) {
             << std::fixed << std::setprecision(2) << "  build: " << info.build_seconds << " s ("
             << info.tactics_timed << " tactics timed, " << info.tactics_cached
             << " layers from the timing cache)\n";
+  if (!engine.profiles().empty()) {
+    std::cout << "  optimization profiles: " << engine.profiles().size() << " ("
+              << info.num_plans << " shape-specialized plans built; other shapes in a profile are "
+              << "specialized on first use)\n";
+    for (size_t p = 0; p < engine.profiles().size(); ++p)
+      std::cout << "    profile " << p << ": " << DescribeProfile(engine.profiles()[p]) << "\n";
+    std::cout << "  weights shared by the plans: " << HumanBytes(static_cast<double>(info.weight_bytes))
+              << " on the device (" << HumanBytes(static_cast<double>(info.weight_bytes_unshared))
+              << " without sharing); activations sized for the largest plan\n";
+  }
 }
+
 #endif
 
 void AddEngineFlags(CLI::App* cmd, EngineFlags& flags) {
@@ -68,6 +96,8 @@ void AddBuildCommand(CLI::App& app, int& exit_code) {
   struct BuildOptions {
     EngineFlags flags;
     std::string model, output;
+    std::vector<std::string> profiles;
+    std::string min_shapes, opt_shapes, max_shapes;
   };
   // Options live in a shared object the callback holds, so the references
   // CLI11 keeps stay valid whatever the callback uses.
@@ -76,9 +106,17 @@ void AddBuildCommand(CLI::App& app, int& exit_code) {
   cmd->add_option("model", o->model, "ONNX model file")->required();
   cmd->add_option("-o,--output", o->output, "Engine file to write (default: MODEL.kiln)");
   AddEngineFlags(cmd, o->flags);
+  cmd->add_option("--profile", o->profiles,
+                  "Optimization profile for dynamic shapes (repeatable, one profile each): "
+                  "NAME:min=1x3x224x224,opt=16x3x224x224,max=32x3x224x224[;NAME2:...]");
+  cmd->add_option("--minShapes", o->min_shapes, "trtexec-style profile: NAME:1x3x224x224[,NAME2:...]");
+  cmd->add_option("--optShapes", o->opt_shapes, "trtexec-style profile: opt shapes (with --minShapes)");
+  cmd->add_option("--maxShapes", o->max_shapes, "trtexec-style profile: max shapes (with --minShapes)");
   cmd->callback([o, &exit_code] {
 #ifdef KILN_HAVE_CUDA
-    std::unique_ptr<Engine> engine = Engine::Build(o->model, MakeBuildConfig(o->flags));
+    BuildConfig config = MakeBuildConfig(o->flags);
+    config.profiles = ParseProfileFlags(o->profiles, o->min_shapes, o->opt_shapes, o->max_shapes);
+    std::unique_ptr<Engine> engine = Engine::Build(o->model, config);
     std::string path = o->output;
     if (path.empty()) {
       const std::string& m = o->model;
@@ -91,6 +129,8 @@ void AddBuildCommand(CLI::App& app, int& exit_code) {
     exit_code = 0;
 #else
     (void)exit_code;
+    // Flag mistakes are reported here too.
+    ParseProfileFlags(o->profiles, o->min_shapes, o->opt_shapes, o->max_shapes);
     Fail("this kiln was built without CUDA; `kiln build` needs the CUDA backend (model: ", o->model, ")");
 #endif
   });

@@ -1,15 +1,25 @@
 #include "cli/cli_util.h"
 
+#include <algorithm>
+#include <cctype>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <fstream>
+#include <iomanip>
+#include <iostream>
 
 #include <google/protobuf/io/coded_stream.h>
 #include <google/protobuf/io/zero_copy_stream_impl.h>
 #include <google/protobuf/wire_format_lite.h>
+#include <nlohmann/json.hpp>
 
 #include "kiln/error.h"
 #include "onnx.pb.h"
+
+#ifdef KILN_HAVE_CUDA
+#include "cuda/cuda_check.h"
+#endif
 
 namespace kiln::cli {
 
@@ -166,6 +176,56 @@ bool IsEngineFile(const std::string& path) {
   return path.size() > 5 && path.compare(path.size() - 5, 5, ".kiln") == 0;
 }
 
+Percentiles Summarize(std::vector<double> v) {
+  Percentiles p;
+  if (v.empty()) return p;
+  std::sort(v.begin(), v.end());
+  auto at = [&](double q) {
+    size_t i = static_cast<size_t>(q * static_cast<double>(v.size() - 1) + 0.5);
+    return v[std::min(i, v.size() - 1)];
+  };
+  p.min = v.front();
+  p.max = v.back();
+  double sum = 0;
+  for (double x : v) sum += x;
+  p.mean = sum / static_cast<double>(v.size());
+  p.median = at(0.5);
+  p.p90 = at(0.9);
+  p.p95 = at(0.95);
+  p.p99 = at(0.99);
+  return p;
+}
+
+nlohmann::json ToJson(const Percentiles& p) {
+  return {{"min", p.min}, {"mean", p.mean}, {"median", p.median}, {"p90", p.p90},
+          {"p95", p.p95}, {"p99", p.p99},   {"max", p.max}};
+}
+
+void PrintPercentiles(const char* what, const Percentiles& p) {
+  std::cout << std::fixed << std::setprecision(4) << "  " << std::left << std::setw(18) << what
+            << std::right << "min " << p.min << "  mean " << p.mean << "  median " << p.median
+            << "  p90 " << p.p90 << "  p95 " << p.p95 << "  p99 " << p.p99 << "  max " << p.max
+            << " ms\n";
+}
+
+void FillRandom(const TensorDesc& d, void* host, std::mt19937& rng) {
+  Tensor wide(DType::kFloat32, d.dims);
+  std::string lower = d.name;
+  std::transform(lower.begin(), lower.end(), lower.begin(),
+                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  const bool mask = lower.find("mask") != std::string::npos;
+  std::uniform_real_distribution<float> uniform(-1.f, 1.f);
+  std::uniform_int_distribution<int> small(0, 99);
+  for (int64_t i = 0; i < wide.numel(); ++i) {
+    float v = IsFloatingPoint(d.dtype)
+                  ? uniform(rng)
+                  : static_cast<float>(small(rng) % (d.dtype == DType::kBool ? 2 : 100));
+    wide.data<float>()[i] = mask ? 1.f : v;
+  }
+  Tensor t = wide.CastTo(d.dtype);
+  std::memcpy(host, t.raw_data(), t.nbytes());
+}
+
 #ifdef KILN_HAVE_CUDA
 std::unique_ptr<Engine> LoadOrBuildEngine(const std::string& path, const EngineFlags& flags) {
   if (IsEngineFile(path)) {
@@ -174,6 +234,57 @@ std::unique_ptr<Engine> LoadOrBuildEngine(const std::string& path, const EngineF
     return Engine::Load(path);
   }
   return Engine::Build(path, MakeBuildConfig(flags));
+}
+
+DeviceBindings::DeviceBindings(const Engine& engine, uint32_t seed) : engine_(engine) {
+  std::mt19937 rng(seed);
+  auto allocate = [this](size_t bytes) {
+    void* p = nullptr;
+    // At least one byte, so that every binding has a distinct pointer.
+    KILN_CUDA_CHECK(cudaMalloc(&p, std::max<size_t>(bytes, 1)));
+    buffers_.push_back(p);
+    return p;
+  };
+  try {
+    for (const TensorDesc& d : engine.inputs()) {
+      Tensor host(d.dtype, d.dims);
+      FillRandom(d, host.raw_data(), rng);
+      void* p = allocate(host.nbytes());
+      KILN_CUDA_CHECK(cudaMemcpy(p, host.raw_data(), host.nbytes(), cudaMemcpyHostToDevice));
+      inputs_.push_back(p);
+    }
+    for (const TensorDesc& d : engine.outputs())
+      outputs_.push_back(allocate(Tensor(d.dtype, d.dims).nbytes()));
+  } catch (...) {
+    for (void* p : buffers_) cudaFree(p);
+    throw;
+  }
+}
+
+DeviceBindings::~DeviceBindings() {
+  for (void* p : buffers_) cudaFree(p);
+}
+
+int64_t DeviceBindings::CountNonFiniteOutputs() const {
+  int64_t non_finite = 0;
+  for (size_t i = 0; i < outputs_.size(); ++i) {
+    const TensorDesc& d = engine_.outputs()[i];
+    if (!IsFloatingPoint(d.dtype)) continue;
+    Tensor t(d.dtype, d.dims);
+    KILN_CUDA_CHECK(cudaMemcpy(t.raw_data(), outputs_[i], t.nbytes(), cudaMemcpyDeviceToHost));
+    for (int64_t k = 0; k < t.numel(); ++k)
+      if (!std::isfinite(t.GetAsDouble(k))) ++non_finite;
+  }
+  return non_finite;
+}
+
+CudaStream::CudaStream() { KILN_CUDA_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking)); }
+CudaStream::~CudaStream() {
+  if (stream) cudaStreamDestroy(stream);
+}
+CudaEvent::CudaEvent() { KILN_CUDA_CHECK(cudaEventCreate(&event)); }
+CudaEvent::~CudaEvent() {
+  if (event) cudaEventDestroy(event);
 }
 #endif
 

@@ -3,13 +3,16 @@
 
 #include <cstdint>
 #include <map>
+#include <random>
 #include <string>
 #include <utility>
 #include <vector>
 
 #include <CLI/CLI.hpp>
+#include <nlohmann/json_fwd.hpp>
 
 #include "ir/graph.h"
+#include "kiln/kiln.h"
 
 namespace kiln::cli {
 
@@ -21,6 +24,7 @@ void AddRunCommand(CLI::App& app, int& exit_code);
 void AddBuildCommand(CLI::App& app, int& exit_code);
 void AddBenchCommand(CLI::App& app, int& exit_code);
 void AddServeCommand(CLI::App& app, int& exit_code);
+void AddPerfCommand(CLI::App& app, int& exit_code);
 
 // Engine build flags shared by build, bench and run (build.cc).
 struct EngineFlags {
@@ -74,6 +78,50 @@ std::string SafeFileName(const std::string& name);
 // True when `path` names a kiln engine file (by its .kiln extension).
 bool IsEngineFile(const std::string& path);
 
+// ---- Measurement helpers shared by the bench modes (bench.cc, bench_sweep.cc,
+// bench_contexts.cc).
+
+// Summary of a sample of times (ms): nearest-rank percentiles.
+struct Percentiles {
+  double min = 0, mean = 0, median = 0, p90 = 0, p95 = 0, p99 = 0, max = 0;
+};
+Percentiles Summarize(std::vector<double> samples);
+nlohmann::json ToJson(const Percentiles& p);
+// "  what              min .. mean .. median .. p90 .. p95 .. p99 .. max .. ms".
+void PrintPercentiles(const char* what, const Percentiles& p);
+
+// Fills `host` (d's dtype and dims, contiguous) with non-zero inputs: floats
+// uniform in [-1, 1), integers in [0, 100), bools random (all ones for
+// mask-like names).
+void FillRandom(const TensorDesc& d, void* host, std::mt19937& rng);
+
+// ---- `kiln bench` modes beyond the one-engine report, hooked into bench.cc:
+// --sweep (bench_sweep.cc) and --contexts (bench_contexts.cc).
+struct BenchModeFlags {
+  std::string sweep;  // --sweep 1,2,4,...: one engine per batch size.
+  bool sweep_given = false;
+  std::string plot;   // --plot FILE.svg (with --sweep).
+  int contexts = 0;   // --contexts N: N contexts sharing one engine.
+  int threads = 1;    // --threads M (with --contexts).
+  bool contexts_given = false, threads_given = false;
+  bool active() const { return sweep_given || !plot.empty() || contexts_given || threads_given; }
+};
+void AddBenchModeFlags(CLI::App* cmd, BenchModeFlags& modes);
+// The plain `kiln bench` settings a mode reads.
+struct BenchBasics {
+  std::string model;
+  EngineFlags flags;
+  int64_t batch = 0;
+  int iterations = 0;
+  int warmup = 0;
+  bool cuda_graph = false;
+  bool profile = false;
+  std::string json_path;
+};
+// Checks the flag combination on the CPU (also without CUDA or a GPU), then
+// runs the mode; returns the exit code.
+int RunBenchMode(const BenchModeFlags& modes, const BenchBasics& basics);
+
 }  // namespace kiln::cli
 
 #ifdef KILN_HAVE_CUDA
@@ -83,5 +131,42 @@ BuildConfig MakeBuildConfig(const EngineFlags& flags);
 void PrintEngineSummary(const Engine& engine);
 // Loads a .kiln file, or builds an engine from an ONNX file with `flags`.
 std::unique_ptr<Engine> LoadOrBuildEngine(const std::string& path, const EngineFlags& flags);
+// Device-resident bindings for one context of `engine`: inputs filled once
+// with FillRandom(seed), outputs allocated. Owns the buffers.
+class DeviceBindings {
+ public:
+  DeviceBindings(const Engine& engine, uint32_t seed);
+  ~DeviceBindings();
+  DeviceBindings(const DeviceBindings&) = delete;
+  DeviceBindings& operator=(const DeviceBindings&) = delete;
+  const std::vector<const void*>& inputs() const { return inputs_; }
+  const std::vector<void*>& outputs() const { return outputs_; }
+  // Copies the outputs to the host (synchronous) and counts the non-finite
+  // values of floating-point outputs.
+  int64_t CountNonFiniteOutputs() const;
+
+ private:
+  const Engine& engine_;
+  std::vector<void*> buffers_;  // cudaMalloc'd, freed by the destructor.
+  std::vector<const void*> inputs_;
+  std::vector<void*> outputs_;
+};
+// A non-blocking stream and a timing event, destroyed with their owner.
+struct CudaStream {
+  cudaStream_t stream = nullptr;
+  CudaStream();
+  ~CudaStream();
+  CudaStream(const CudaStream&) = delete;
+  CudaStream& operator=(const CudaStream&) = delete;
+};
+struct CudaEvent {
+  cudaEvent_t event = nullptr;
+  CudaEvent();
+  ~CudaEvent();
+  CudaEvent(const CudaEvent&) = delete;
+  CudaEvent& operator=(const CudaEvent&) = delete;
+};
+// `kiln bench --contexts N --threads M` (bench_contexts.cc), flags checked.
+int RunBenchContexts(const BenchBasics& basics, int contexts, int threads);
 }  // namespace kiln::cli
 #endif

@@ -1,4 +1,4 @@
-// The kiln command line: inspect, run, build, bench, serve. Each
+// The kiln command line: inspect, run, build, bench, serve, perf. Each
 // subcommand lives in its own file and registers itself here.
 #include <exception>
 #include <iostream>
@@ -17,6 +17,7 @@ int main(int argc, char** argv) {
   kiln::cli::AddBuildCommand(app, exit_code);
   kiln::cli::AddBenchCommand(app, exit_code);
   kiln::cli::AddServeCommand(app, exit_code);
+  kiln::cli::AddPerfCommand(app, exit_code);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

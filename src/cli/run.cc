@@ -191,7 +191,9 @@ void WriteAndPrintOutputs(const std::vector<std::string>& names, const std::vect
 // The GPU path: a .kiln engine, or an ONNX model built into one on the fly.
 int RunOnGpu(const RunOptions& options) {
   EngineFlags flags = options.engine_flags;
-  flags.shapes.insert(flags.shapes.end(), options.shapes.begin(), options.shapes.end());
+  const bool engine_file = IsEngineFile(options.model_path);
+  // An engine file's shapes are chosen on its context below (SetInputShapes).
+  if (!engine_file) flags.shapes.insert(flags.shapes.end(), options.shapes.begin(), options.shapes.end());
   std::map<std::string, Tensor> feeds;
   for (const std::string& spec : options.inputs) {
     auto [name, path] = ParseNamedFile(spec);
@@ -213,15 +215,26 @@ int RunOnGpu(const RunOptions& options) {
     feeds[engine->inputs()[0].name] = feeds[""];
     feeds.erase("");
   }
+  std::unique_ptr<ExecutionContext> context = engine->CreateContext();
+  if (engine_file) {
+    // --shapes and the given inputs pick the shape: any inside an
+    // optimization profile, or exactly the built one for a static engine.
+    InputShapes shapes;
+    for (const std::string& spec : options.shapes) {
+      auto [name, dims] = ParseShapeSpec(spec);
+      shapes[name] = dims;
+    }
+    for (const auto& [name, t] : feeds) shapes[name] = t.dims();
+    if (!shapes.empty()) context->SetInputShapes(shapes);
+  }
   std::mt19937 rng(options.seed);
-  for (const TensorDesc& d : engine->inputs()) {
+  for (const TensorDesc& d : context->CurrentInputs()) {
     if (feeds.count(d.name)) continue;
     ir::Value v;
     v.name = d.name;
     v.type = {d.dtype, ir::ShapeFromDims(d.dims)};
     feeds[d.name] = RandomInput(v, rng);
   }
-  std::unique_ptr<ExecutionContext> context = engine->CreateContext();
   std::vector<Tensor> outputs;
   std::vector<double> times_ms;
   for (int i = 0; i < options.iterations; ++i) {
@@ -298,7 +311,8 @@ void AddRunCommand(CLI::App& app, int& exit_code) {
   cmd->add_option("--input,-i", options->inputs,
                   "An input as NAME=FILE.npy (just FILE.npy for a one-input model)");
   cmd->add_option("--shapes", options->shapes,
-                  "Shapes of random inputs, e.g. input=2x3x224x224 (dynamic dims default to 1)");
+                  "Shapes of random inputs, e.g. input=2x3x224x224 (dynamic dims default to 1; "
+                  "for an engine built with --profile, any shape inside a profile)");
   cmd->add_option("--backend", options->backend, "Backend: cpu or gpu")
       ->check(CLI::IsMember({"cpu", "gpu"}));
   cmd->add_option("--output-dir,-o", options->output_dir, "Where to write <output>.npy files")

@@ -3,7 +3,12 @@
 // report and the compatibility facts it was built under.
 //
 //   "KILNENG\0" | u32 format version | u64 payload bytes | u64 FNV-1a of payload | payload
-//   payload = compat JSON | report JSON | graph
+//   version 1 (static shapes): payload = compat JSON | report JSON | graph
+//   version 2 (optimization profiles): payload = compat JSON | report JSON |
+//     profiles JSON | frozen inputs | source ONNX bytes | weight pool |
+//     base graph | plan count | per plan: profile, report JSON, graph
+//   (in version 2, graphs name their constants by index in the weight pool,
+//   so weights identical across plans are stored once).
 //
 // Loading recreates layers with the stored tactics (no re-timing).
 #include <cublasLt.h>
@@ -20,7 +25,8 @@ namespace kiln {
 namespace {
 
 constexpr char kMagic[8] = {'K', 'I', 'L', 'N', 'E', 'N', 'G', '\0'};
-constexpr uint32_t kFormatVersion = 1;
+constexpr uint32_t kFormatVersion = 1;          // Static-shape engines.
+constexpr uint32_t kProfilesFormatVersion = 2;  // Engines with optimization profiles.
 
 uint64_t Fnv1a(const char* data, size_t n) {
   uint64_t h = 1469598103934665603ull;
@@ -44,6 +50,7 @@ class Writer {
     buf_.insert(buf_.end(), c, c + n);
   }
   void Str(const std::string& s) { Bytes(s.data(), s.size()); }
+  void Append(const std::vector<char>& other) { buf_.insert(buf_.end(), other.begin(), other.end()); }
   void TensorData(const Tensor& t) {
     Pod<int32_t>(static_cast<int32_t>(t.dtype()));
     Pod<uint32_t>(static_cast<uint32_t>(t.rank()));
@@ -206,14 +213,31 @@ void InfoFromJson(const nlohmann::json& j, EngineInfo& info) {
   }
 }
 
-}  // namespace
+// Constants of version-2 graphs, stored once per distinct content.
+class TensorPool {
+ public:
+  uint32_t Add(const Tensor& t) {
+    uint64_t h = Fnv1a(static_cast<const char*>(t.raw_data()), t.nbytes());
+    for (uint32_t i : by_hash_[h]) {
+      const Tensor& o = tensors_[i];
+      if (o.dtype() == t.dtype() && o.dims() == t.dims() &&
+          (t.nbytes() == 0 || std::memcmp(o.raw_data(), t.raw_data(), t.nbytes()) == 0))
+        return i;
+    }
+    tensors_.push_back(t);
+    by_hash_[h].push_back(static_cast<uint32_t>(tensors_.size() - 1));
+    return static_cast<uint32_t>(tensors_.size() - 1);
+  }
+  const std::vector<Tensor>& tensors() const { return tensors_; }
 
-void Engine::Save(const std::string& path) const {
-  const Impl& e = *impl_;
+ private:
+  std::vector<Tensor> tensors_;
+  std::unordered_map<uint64_t, std::vector<uint32_t>> by_hash_;
+};
+
+// A plan's lowered graph and tactics; constants inline, or by pool index.
+void WriteGraph(Writer& w, const runtime::Plan& e, TensorPool* pool) {
   const ir::Graph& g = *e.graph;
-  Writer w;
-  w.Str(CompatFacts(e.precision).dump());
-  w.Str(InfoToJson(e.info).dump());
   w.Pod<int32_t>(g.opset_version);
   w.Str(g.name);
   std::unordered_map<const ir::Value*, int32_t> index;
@@ -232,7 +256,13 @@ void Engine::Save(const std::string& path) const {
     w.Pod<uint8_t>(static_cast<uint8_t>(it == e.layouts.end() ? gpu::Layout::kRowMajor : it->second));
     w.Pod<uint8_t>(v->is_graph_input);
     w.Pod<uint8_t>(v->is_constant());
-    if (v->is_constant()) w.TensorData(v->constant);
+    if (v->is_constant()) {
+      if (pool) {
+        w.Pod<uint32_t>(pool->Add(v->constant));
+      } else {
+        w.TensorData(v->constant);
+      }
+    }
   }
   auto ref = [&](const ir::Value* v) { return v ? index.at(v) : -1; };
   w.Pod<uint64_t>(g.nodes().size());
@@ -257,12 +287,66 @@ void Engine::Save(const std::string& path) const {
   for (const ir::Value* v : g.inputs()) w.Pod<int32_t>(ref(v));
   w.Pod<uint32_t>(static_cast<uint32_t>(g.outputs().size()));
   for (const ir::Value* v : g.outputs()) w.Pod<int32_t>(ref(v));
+}
+
+nlohmann::json ShapesToJson(const InputShapes& shapes) {
+  nlohmann::json j = nlohmann::json::object();
+  for (const auto& [name, dims] : shapes) j[name] = dims;
+  return j;
+}
+
+nlohmann::json ProfilesToJson(const Engine::Impl& e) {
+  nlohmann::json profiles = nlohmann::json::array();
+  for (const OptimizationProfile& p : e.profiles) {
+    nlohmann::json inputs = nlohmann::json::object();
+    for (const auto& [name, r] : p.inputs) inputs[name] = {{"min", r.min}, {"opt", r.opt}, {"max", r.max}};
+    profiles.push_back(inputs);
+  }
+  return {{"profiles", profiles},
+          {"base_profile", e.profile},
+          {"conv_layout", e.lowering.conv_layout},
+          {"shapes", ShapesToJson(e.lowering.shapes)}};
+}
+
+}  // namespace
+
+void Engine::Save(const std::string& path) const {
+  const Impl& e = *impl_;
+  const bool dynamic = !e.profiles.empty();
+  Writer w;
+  w.Str(CompatFacts(e.precision).dump());
+  w.Str(InfoToJson(e.info).dump());
+  if (!dynamic) {
+    WriteGraph(w, e, nullptr);
+  } else {
+    w.Str(ProfilesToJson(e).dump());
+    w.Pod<uint32_t>(static_cast<uint32_t>(e.lowering.frozen_inputs.size()));
+    for (const auto& [name, t] : e.lowering.frozen_inputs) {
+      w.Str(name);
+      w.TensorData(t);
+    }
+    w.Str(e.source_onnx);
+    // Graphs first (they fill the pool), then the pool ahead of them.
+    TensorPool pool;
+    Writer graphs;
+    WriteGraph(graphs, e, &pool);
+    std::lock_guard<std::mutex> lock(e.plans_mutex);
+    graphs.Pod<uint32_t>(static_cast<uint32_t>(e.plans.size()));
+    for (const auto& plan : e.plans) {
+      graphs.Pod<int32_t>(plan->profile);
+      graphs.Str(InfoToJson(plan->info).dump());
+      WriteGraph(graphs, *plan, &pool);
+    }
+    w.Pod<uint64_t>(pool.tensors().size());
+    for (const Tensor& t : pool.tensors()) w.TensorData(t);
+    w.Append(graphs.buffer());
+  }
 
   const std::vector<char>& payload = w.buffer();
   std::ofstream out(path, std::ios::binary | std::ios::trunc);
   KILN_CHECK(out, "cannot write engine file '", path, "'");
   out.write(kMagic, sizeof(kMagic));
-  uint32_t version = kFormatVersion;
+  uint32_t version = dynamic ? kProfilesFormatVersion : kFormatVersion;
   uint64_t size = payload.size(), checksum = Fnv1a(payload.data(), payload.size());
   out.write(reinterpret_cast<const char*>(&version), sizeof(version));
   out.write(reinterpret_cast<const char*>(&size), sizeof(size));
@@ -270,6 +354,98 @@ void Engine::Save(const std::string& path) const {
   out.write(payload.data(), static_cast<std::streamsize>(payload.size()));
   KILN_CHECK(out.good(), "writing engine file '", path, "' failed");
 }
+
+namespace {
+
+// Reads what WriteGraph wrote into plan.graph/layouts/tactics.
+void ReadGraph(Reader& r, runtime::Plan& plan, const std::vector<Tensor>* pool, const std::string& path) {
+  plan.graph = std::make_unique<ir::Graph>();
+  ir::Graph& g = *plan.graph;
+  g.opset_version = r.Pod<int32_t>();
+  g.name = r.Str();
+  uint64_t n_values = r.Pod<uint64_t>();
+  KILN_CHECK(n_values < (1u << 24), path, ": corrupt engine file (value count)");
+  std::vector<ir::Value*> values;
+  for (uint64_t i = 0; i < n_values; ++i) {
+    std::string name = r.Str();
+    ir::TensorType type;
+    type.dtype = static_cast<DType>(r.Pod<int32_t>());
+    if (r.Pod<uint8_t>()) {
+      uint32_t rank = r.Pod<uint32_t>();
+      KILN_CHECK(rank <= 16, path, ": corrupt engine file (rank)");
+      std::vector<int64_t> dims;
+      for (uint32_t d = 0; d < rank; ++d) dims.push_back(r.Pod<int64_t>());
+      type.shape = ir::ShapeFromDims(dims);
+    }
+    auto layout = static_cast<gpu::Layout>(r.Pod<uint8_t>());
+    bool is_input = r.Pod<uint8_t>();
+    bool is_constant = r.Pod<uint8_t>();
+    ir::Value* v = nullptr;
+    if (is_constant && pool) {
+      uint32_t k = r.Pod<uint32_t>();
+      KILN_CHECK(k < pool->size(), path, ": corrupt engine file (weight index)");
+      v = g.AddConstant(name, (*pool)[k]);
+    } else {
+      v = is_constant ? g.AddConstant(name, r.TensorData()) : g.AddValue(name, type);
+    }
+    v->type = type;
+    v->is_graph_input = is_input;
+    if (layout != gpu::Layout::kRowMajor) plan.layouts[v] = layout;
+    values.push_back(v);
+  }
+  auto value = [&](int32_t idx) -> ir::Value* {
+    if (idx < 0) return nullptr;
+    KILN_CHECK(static_cast<uint64_t>(idx) < values.size(), path, ": corrupt engine file (value index)");
+    return values[static_cast<size_t>(idx)];
+  };
+  auto count = [&] {
+    uint32_t n = r.Pod<uint32_t>();
+    KILN_CHECK(n < (1u << 20), path, ": corrupt engine file (count)");
+    return n;
+  };
+  uint64_t n_nodes = r.Pod<uint64_t>();
+  KILN_CHECK(n_nodes < (1u << 24), path, ": corrupt engine file (node count)");
+  for (uint64_t n = 0; n < n_nodes; ++n) {
+    std::string op_type = r.Str(), name = r.Str(), domain = r.Str();
+    int32_t opset = r.Pod<int32_t>();
+    std::vector<ir::Value*> ins, outs;
+    for (uint32_t i = 0, k = count(); i < k; ++i) ins.push_back(value(r.Pod<int32_t>()));
+    for (uint32_t i = 0, k = count(); i < k; ++i) outs.push_back(value(r.Pod<int32_t>()));
+    ir::Node* node = g.AddNode(op_type, name, ins, outs);
+    node->domain = domain;
+    node->opset = opset;
+    for (uint32_t i = 0, k = count(); i < k; ++i) {
+      std::string attr = r.Str();
+      node->attrs.set(attr, ReadAttr(r, path));
+    }
+    plan.tactics.push_back(r.Pod<int32_t>());
+  }
+  for (uint32_t i = 0, k = count(); i < k; ++i) g.inputs().push_back(value(r.Pod<int32_t>()));
+  for (uint32_t i = 0, k = count(); i < k; ++i) g.outputs().push_back(value(r.Pod<int32_t>()));
+  g.Validate();
+}
+
+InputShapes ShapesFromJson(const nlohmann::json& j) {
+  InputShapes shapes;
+  for (const auto& [name, dims] : j.items()) shapes[name] = dims.get<std::vector<int64_t>>();
+  return shapes;
+}
+
+void ProfilesFromJson(const nlohmann::json& j, Engine::Impl& e) {
+  for (const auto& p : j.at("profiles")) {
+    OptimizationProfile profile;
+    for (const auto& [name, r] : p.items())
+      profile.inputs[name] = {r.at("min").get<std::vector<int64_t>>(), r.at("opt").get<std::vector<int64_t>>(),
+                              r.at("max").get<std::vector<int64_t>>()};
+    e.profiles.push_back(std::move(profile));
+  }
+  ValidateProfiles(e.profiles);
+  e.profile = j.at("base_profile").get<int>();
+  e.lowering.conv_layout = j.at("conv_layout").get<std::string>();
+  e.lowering.shapes = ShapesFromJson(j.at("shapes"));
+}
+
+}  // namespace
 
 std::unique_ptr<Engine> Engine::Load(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
@@ -284,8 +460,9 @@ std::unique_ptr<Engine> Engine::Load(const std::string& path) {
   in.read(reinterpret_cast<char*>(&size), sizeof(size));
   in.read(reinterpret_cast<char*>(&checksum), sizeof(checksum));
   KILN_CHECK(in.good(), path, ": truncated engine file header");
-  KILN_CHECK(version == kFormatVersion, path, ": engine format version ", version,
-             ", this kiln reads version ", kFormatVersion, "; rebuild the engine");
+  KILN_CHECK(version == kFormatVersion || version == kProfilesFormatVersion, path,
+             ": engine format version ", version, ", this kiln reads versions ", kFormatVersion,
+             " and ", kProfilesFormatVersion, "; rebuild the engine");
   in.seekg(0, std::ios::end);
   const uint64_t file_size = static_cast<uint64_t>(in.tellg());
   const uint64_t header = sizeof(magic) + sizeof(version) + sizeof(size) + sizeof(checksum);
@@ -315,65 +492,52 @@ std::unique_ptr<Engine> Engine::Load(const std::string& path) {
   impl->info.gpu_name = compat.value("gpu", "");
   impl->info.sm = compat.value("sm", 0);
 
-  impl->graph = std::make_unique<ir::Graph>();
-  ir::Graph& g = *impl->graph;
-  g.opset_version = r.Pod<int32_t>();
-  g.name = r.Str();
-  uint64_t n_values = r.Pod<uint64_t>();
-  KILN_CHECK(n_values < (1u << 24), path, ": corrupt engine file (value count)");
-  std::vector<ir::Value*> values;
-  for (uint64_t i = 0; i < n_values; ++i) {
+  if (version == kFormatVersion) {
+    ReadGraph(r, *impl, nullptr, path);
+    KILN_CHECK(r.done(), path, ": corrupt engine file (trailing bytes)");
+    impl->Create();
+    impl->Summarize();
+    return std::unique_ptr<Engine>(new Engine(std::move(impl)));
+  }
+
+  nlohmann::json dyn = nlohmann::json::parse(r.Str(), nullptr, false);
+  KILN_CHECK(!dyn.is_discarded() && dyn.is_object(), path, ": corrupt profiles section");
+  try {
+    ProfilesFromJson(dyn, *impl);
+  } catch (const nlohmann::json::exception& e) {
+    Fail(path, ": corrupt profiles section (", e.what(), ")");
+  }
+  impl->lowering.precision = impl->precision;
+  for (uint32_t i = 0, k = r.Pod<uint32_t>(); i < k; ++i) {
+    KILN_CHECK(i < (1u << 16), path, ": corrupt engine file (frozen input count)");
     std::string name = r.Str();
-    ir::TensorType type;
-    type.dtype = static_cast<DType>(r.Pod<int32_t>());
-    if (r.Pod<uint8_t>()) {
-      uint32_t rank = r.Pod<uint32_t>();
-      KILN_CHECK(rank <= 16, path, ": corrupt engine file (rank)");
-      std::vector<int64_t> dims;
-      for (uint32_t d = 0; d < rank; ++d) dims.push_back(r.Pod<int64_t>());
-      type.shape = ir::ShapeFromDims(dims);
-    }
-    auto layout = static_cast<gpu::Layout>(r.Pod<uint8_t>());
-    bool is_input = r.Pod<uint8_t>();
-    bool is_constant = r.Pod<uint8_t>();
-    ir::Value* v = is_constant ? g.AddConstant(name, r.TensorData()) : g.AddValue(name, type);
-    v->type = type;
-    v->is_graph_input = is_input;
-    if (layout != gpu::Layout::kRowMajor) impl->layouts[v] = layout;
-    values.push_back(v);
+    impl->lowering.frozen_inputs[name] = r.TensorData();
   }
-  auto value = [&](int32_t idx) -> ir::Value* {
-    if (idx < 0) return nullptr;
-    KILN_CHECK(static_cast<uint64_t>(idx) < values.size(), path, ": corrupt engine file (value index)");
-    return values[static_cast<size_t>(idx)];
-  };
-  auto count = [&] {
-    uint32_t n = r.Pod<uint32_t>();
-    KILN_CHECK(n < (1u << 20), path, ": corrupt engine file (count)");
-    return n;
-  };
-  uint64_t n_nodes = r.Pod<uint64_t>();
-  KILN_CHECK(n_nodes < (1u << 24), path, ": corrupt engine file (node count)");
-  for (uint64_t n = 0; n < n_nodes; ++n) {
-    std::string op_type = r.Str(), name = r.Str(), domain = r.Str();
-    int32_t opset = r.Pod<int32_t>();
-    std::vector<ir::Value*> ins, outs;
-    for (uint32_t i = 0, k = count(); i < k; ++i) ins.push_back(value(r.Pod<int32_t>()));
-    for (uint32_t i = 0, k = count(); i < k; ++i) outs.push_back(value(r.Pod<int32_t>()));
-    ir::Node* node = g.AddNode(op_type, name, ins, outs);
-    node->domain = domain;
-    node->opset = opset;
-    for (uint32_t i = 0, k = count(); i < k; ++i) {
-      std::string attr = r.Str();
-      node->attrs.set(attr, ReadAttr(r, path));
-    }
-    impl->tactics.push_back(r.Pod<int32_t>());
+  impl->source_onnx = r.Str();
+  uint64_t n_pool = r.Pod<uint64_t>();
+  KILN_CHECK(n_pool < (1u << 24), path, ": corrupt engine file (weight count)");
+  std::vector<Tensor> pool;
+  for (uint64_t i = 0; i < n_pool; ++i) pool.push_back(r.TensorData());
+  ReadGraph(r, *impl, &pool, path);
+  uint32_t n_plans = r.Pod<uint32_t>();
+  KILN_CHECK(n_plans < (1u << 16), path, ": corrupt engine file (plan count)");
+  impl->weight_store = std::make_unique<runtime::WeightStore>();
+  impl->Create(impl->weight_store.get());
+  for (uint32_t i = 0; i < n_plans; ++i) {
+    auto plan = std::make_unique<runtime::Plan>();
+    plan->precision = impl->precision;
+    plan->profile = r.Pod<int32_t>();
+    nlohmann::json plan_report = nlohmann::json::parse(r.Str(), nullptr, false);
+    KILN_CHECK(!plan_report.is_discarded(), path, ": corrupt plan report");
+    InfoFromJson(plan_report, plan->info);
+    ReadGraph(r, *plan, &pool, path);
+    plan->handles = impl->handles;
+    plan->owns_handles = false;
+    plan->Create(impl->weight_store.get());
+    impl->plans.push_back(std::move(plan));
   }
-  for (uint32_t i = 0, k = count(); i < k; ++i) g.inputs().push_back(value(r.Pod<int32_t>()));
-  for (uint32_t i = 0, k = count(); i < k; ++i) g.outputs().push_back(value(r.Pod<int32_t>()));
   KILN_CHECK(r.done(), path, ": corrupt engine file (trailing bytes)");
-  g.Validate();
-  impl->Create();
+  impl->Summarize();
   return std::unique_ptr<Engine>(new Engine(std::move(impl)));
 }
 

@@ -16,7 +16,7 @@ struct Interval {
 
 }  // namespace
 
-MemoryPlan PlanMemory(const Engine::Impl& e) {
+MemoryPlan PlanMemory(const Plan& e) {
   MemoryPlan plan;
   const size_t n_values = e.values.size();
   const auto& nodes = e.graph->nodes();

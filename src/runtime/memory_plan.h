@@ -23,7 +23,7 @@ struct MemoryPlan {
 };
 
 // Requires engine.values/descs/layers to be filled.
-MemoryPlan PlanMemory(const Engine::Impl& engine);
+MemoryPlan PlanMemory(const Plan& engine);
 
 // Alignment of every buffer in the arena and weight block.
 constexpr size_t kBufferAlignment = 256;

@@ -11,6 +11,7 @@
 
 #include <algorithm>
 #include <climits>
+#include <cstdint>
 #include <cstring>
 #include <cub/block/block_scan.cuh>
 #include <type_traits>
@@ -1094,10 +1095,44 @@ int64_t NumElements(const StridedCopyParams& p) {
   return n;
 }
 
-void LaunchStridedCopy(const void* in, void* out, size_t elem_size, const StridedCopyParams& p,
+namespace {
+
+// When the innermost dim is contiguous on both sides, copies pairs of
+// elements as one wider element (up to 16 bytes) while sizes, strides,
+// offsets and pointer alignment allow: a head-split Transpose of [b,s,h,64]
+// fp16 then moves 16-byte vectors with an eighth of the index math.
+size_t WidenStridedCopy(const void* in, const void* out, size_t elem_size, StridedCopyParams* p) {
+  while (elem_size < 16 && p->rank >= 1) {
+    const int last = p->rank - 1;
+    const size_t wide = elem_size * 2;
+    if (p->in_strides[last] != 1 || (!p->out_contiguous && p->out_strides[last] != 1)) break;
+    bool even = p->dims[last] % 2 == 0 && p->in_offset % 2 == 0 && p->out_offset % 2 == 0;
+    for (int d = 0; d < last && even; ++d) {
+      even = p->in_strides[d] % 2 == 0 && (p->out_contiguous || p->out_strides[d] % 2 == 0);
+    }
+    const auto base_in = reinterpret_cast<uintptr_t>(in) + static_cast<uintptr_t>(p->in_offset) * elem_size;
+    const auto base_out = reinterpret_cast<uintptr_t>(out) + static_cast<uintptr_t>(p->out_offset) * elem_size;
+    if (!even || base_in % wide != 0 || base_out % wide != 0) break;
+    p->dims[last] /= 2;
+    for (int d = 0; d < last; ++d) {
+      p->in_strides[d] /= 2;
+      if (!p->out_contiguous) p->out_strides[d] /= 2;
+    }
+    p->in_offset /= 2;
+    p->out_offset /= 2;
+    elem_size = wide;
+  }
+  return elem_size;
+}
+
+}  // namespace
+
+void LaunchStridedCopy(const void* in, void* out, size_t elem_size, const StridedCopyParams& params,
                        cudaStream_t stream) {
+  if (NumElements(params) == 0) return;
+  StridedCopyParams p = params;
+  elem_size = WidenStridedCopy(in, out, elem_size, &p);
   const int64_t n = NumElements(p);
-  if (n == 0) return;
   if (p.out_contiguous && (p.rank == 0 || (p.rank == 1 && p.in_strides[0] == 1))) {
     KILN_CUDA_CHECK(cudaMemcpyAsync(out, static_cast<const char*>(in) + p.in_offset * static_cast<int64_t>(elem_size),
                                     static_cast<size_t>(n) * elem_size, cudaMemcpyDeviceToDevice,

@@ -628,6 +628,21 @@ void BuildGelu(ir::Graph& g, DType d) {
   g.outputs().push_back(t);
 }
 
+// Eight inputs and several live temporaries: exercises the widest kernel
+// instantiation (8 inputs, 8-16 registers).
+void BuildEightInputs(ir::Graph& g, DType d) {
+  std::vector<ir::Value*> x;
+  for (int i = 0; i < 8; ++i) x.push_back(AddInput(g, "x" + std::to_string(i), d, {3, 5, 7, 11}));
+  ir::Value* a = Op(g, "Relu", {Op(g, "Add", {x[0], x[1]}, "a0")}, "a");
+  ir::Value* b = Op(g, "Tanh", {Op(g, "Sub", {x[2], x[3]}, "b0")}, "b");
+  ir::Value* c = Op(g, "Sigmoid", {Op(g, "Mul", {x[4], x[5]}, "c0")}, "c");
+  ir::Value* one = Const(g, "one", Tensor::Scalar(1.f).CastTo(d));
+  ir::Value* e = Op(g, "Div", {x[6], Op(g, "Add", {Op(g, "Abs", {x[7]}, "e0"), one}, "e1")}, "e");
+  ir::Value* ab = Op(g, "Mul", {a, b}, "ab");
+  ir::Value* abc = Op(g, "Add", {ab, c}, "abc");
+  g.outputs().push_back(Op(g, "Sub", {abc, Op(g, "Mul", {e, a}, "ea")}, "y"));
+}
+
 // Per-channel bias Add -> Relu.
 void BuildBiasRelu(ir::Graph& g, DType d) {
   ir::Value* x = AddInput(g, "x", d, {2, 3, 4, 5});
@@ -784,7 +799,7 @@ TEST(GpuFuseElementwiseTest, FusedMatchesUnfused) {
   KILN_REQUIRE_GPU();
   for (const GraphBuilder& build :
        {GraphBuilder(BuildGelu), GraphBuilder(BuildBiasRelu), GraphBuilder(BuildSiluResidual),
-        GraphBuilder(BuildHardSwishChain)}) {
+        GraphBuilder(BuildHardSwishChain), GraphBuilder(BuildEightInputs)}) {
     ExpectFusedMatchesCpu(build, DType::kFloat32, 1e-5, 1e-6);
     ExpectFusedMatchesCpu(build, DType::kFloat16, kHalfRtol, 1e-2);
     ExpectFusedMatchesCpu(build, DType::kBFloat16, 3e-2, 3e-2);

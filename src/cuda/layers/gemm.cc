@@ -721,7 +721,10 @@ GpuOpDef Def(const char* op) {
 
 }  // namespace
 
+void RegisterAttentionGpuLayers(GpuLayerRegistry& registry);  // layers/attention.cc
+
 void RegisterGemmGpuLayers(GpuLayerRegistry& registry) {
+  RegisterAttentionGpuLayers(registry);
   registry.Register(Def<MatMulLayer>("MatMul"));
   registry.Register(Def<GemmLayer>("Gemm"));
   registry.Register(Def<KilnMatMulLayer>("KilnMatMul"));

@@ -1243,6 +1243,8 @@ std::unique_ptr<Layer> MakeOneHot(const LayerInit& init) {
 
 }  // namespace
 
+void RegisterSpaceToDepthGpuLayers(GpuLayerRegistry& registry);  // layers/space_to_depth.cc
+
 void RegisterTensorGpuLayers(GpuLayerRegistry& registry) {
   for (const char* name : {"Identity", "Flatten", "Reshape", "Squeeze", "Unsqueeze"})
     registry.Register({name, MakeAlias, false});
@@ -1277,6 +1279,7 @@ void RegisterTensorGpuLayers(GpuLayerRegistry& registry) {
   registry.Register({"OneHot", MakeOneHot, false});
   registry.Register({"KilnToNHWC", [](const LayerInit& init) { return MakeLayoutConversion(init, true); }, true});
   registry.Register({"KilnToRowMajor", [](const LayerInit& init) { return MakeLayoutConversion(init, false); }, true});
+  RegisterSpaceToDepthGpuLayers(registry);
 }
 
 }  // namespace kiln::gpu

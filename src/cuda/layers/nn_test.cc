@@ -94,6 +94,8 @@ struct LayerCase {
   PrecisionOptions precision;
   // Also replay every tactic from a captured CUDA graph (as engines do).
   bool capture = false;
+  // When set, receives every tactic's name.
+  std::vector<std::string>* tactic_names = nullptr;
 };
 
 // Creates the layer directly (no inference), runs every tactic and returns
@@ -175,6 +177,7 @@ std::vector<Tensor> RunLayer(const LayerCase& c) {
     layer->SetTactic(tactic);
     SCOPED_TRACE(layer->TacticName());
     EXPECT_FALSE(layer->TacticName().empty());
+    if (c.tactic_names) c.tactic_names->push_back(layer->TacticName());
     if (verbose)
       std::printf("  %s tactic %d: %s (workspace %zu, %d launches)\n", c.op.c_str(), tactic,
                   layer->TacticName().c_str(), layer->WorkspaceBytes(), layer->KernelLaunches());
@@ -352,7 +355,8 @@ struct KilnConvSpec {
   bool nhwc = false;
 };
 
-void CheckKilnConv(const KilnConvSpec& s, DType dtype, uint32_t seed = 11) {
+void CheckKilnConv(const KilnConvSpec& s, DType dtype, uint32_t seed = 11,
+                   std::vector<std::string>* tactic_names = nullptr) {
   SCOPED_TRACE(StrCat("KilnConv ", s.activation, " ", DTypeName(dtype), s.nhwc ? " nhwc" : ""));
   const Tensor x = Rounded(RandomTensor(s.x_dims, -1, 1, seed), dtype);
   const Tensor w = Rounded(RandomTensor(s.w_dims, -0.5f, 0.5f, seed + 1), dtype);
@@ -376,6 +380,7 @@ void CheckKilnConv(const KilnConvSpec& s, DType dtype, uint32_t seed = 11) {
   c.out_dims = conv.dims();
   c.out_layout = layout;
   c.capture = true;
+  c.tactic_names = tactic_names;
   if (dtype == DType::kFloat32) {
     ExpectAllTactics(c, want, kF32Rtol, kF32Atol);
   } else if (dtype == DType::kFloat16) {
@@ -443,6 +448,80 @@ TEST(KilnConvGpu, Nhwc) {
   s.w_dims = {16, 1, 3, 3};
   s.conv_attrs = ConvAttrs({1, 1, 1, 1}, {2, 2}, {}, 16);
   CheckKilnConv(s, DType::kFloat16);
+}
+
+bool HasGemmTactic(const std::vector<std::string>& names) {
+  for (const std::string& n : names)
+    if (n.rfind("cublaslt_gemm/", 0) == 0) return true;
+  return false;
+}
+
+// 1x1 stride-1 NHWC convolutions also run as one cuBLASLt GEMM (residual as
+// beta*C, bias/ReLU epilogue); every tactic, that one included, must match
+// the CPU reference for each epilogue combination, at batch 1 and at an odd
+// N*H*W.
+TEST(KilnConvGpu, PointwiseGemmTactic) {
+  KILN_REQUIRE_GPU();
+  struct Shape {
+    std::vector<int64_t> x, w;
+  };
+  for (const Shape& shape : std::vector<Shape>{{{1, 32, 7, 7}, {24, 32, 1, 1}},
+                                               {{3, 16, 7, 5}, {40, 16, 1, 1}}}) {
+    for (bool bias : {true, false}) {
+      for (bool residual : {true, false}) {
+        for (const std::string activation : {"", "Relu"}) {
+          KilnConvSpec s;
+          s.x_dims = shape.x;
+          s.w_dims = shape.w;
+          s.bias = bias;
+          s.residual = residual;
+          s.activation = activation;
+          s.nhwc = true;
+          SCOPED_TRACE(StrCat("x ", DimsToString(shape.x), " bias ", bias, " residual ", residual));
+          for (DType dtype : {DType::kFloat16, DType::kFloat32}) {
+            std::vector<std::string> names;
+            CheckKilnConv(s, dtype, 31, &names);
+            EXPECT_TRUE(HasGemmTactic(names)) << "no cuBLASLt tactic for " << DTypeName(dtype);
+          }
+        }
+      }
+    }
+  }
+  KilnConvSpec s;
+  s.x_dims = {1, 16, 7, 5};
+  s.w_dims = {24, 16, 1, 1};
+  s.activation = "Relu";
+  s.nhwc = true;
+  std::vector<std::string> names;
+  CheckKilnConv(s, DType::kBFloat16, 33, &names);
+  EXPECT_TRUE(HasGemmTactic(names));
+  // Not a plain GEMM: stride 2 (ResNet's downsampling 1x1), padding, a 3x3
+  // kernel, a non-fusable activation, row-major NCHW.
+  s.x_dims = {1, 16, 8, 6};
+  s.conv_attrs = ConvAttrs({}, {2, 2});
+  names.clear();
+  CheckKilnConv(s, DType::kFloat16, 34, &names);
+  EXPECT_FALSE(HasGemmTactic(names));
+  s.conv_attrs = ConvAttrs({1, 1, 1, 1});
+  names.clear();
+  CheckKilnConv(s, DType::kFloat16, 35, &names);
+  EXPECT_FALSE(HasGemmTactic(names));
+  s.w_dims = {24, 16, 3, 3};
+  s.conv_attrs = ConvAttrs({1, 1, 1, 1});
+  names.clear();
+  CheckKilnConv(s, DType::kFloat16, 36, &names);
+  EXPECT_FALSE(HasGemmTactic(names));
+  s.w_dims = {24, 16, 1, 1};
+  s.conv_attrs = ConvAttrs();
+  s.activation = "Sigmoid";
+  names.clear();
+  CheckKilnConv(s, DType::kFloat16, 37, &names);
+  EXPECT_FALSE(HasGemmTactic(names));
+  s.activation = "Relu";
+  s.nhwc = false;
+  names.clear();
+  CheckKilnConv(s, DType::kFloat16, 38, &names);
+  EXPECT_FALSE(HasGemmTactic(names));
 }
 
 TEST(KilnConvGpu, NhwcRgbInput) {

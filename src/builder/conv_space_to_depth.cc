@@ -8,8 +8,10 @@
 #include <vector>
 
 #include "builder/lower.h"
+#include "builder/pattern_util.h"
 #include "ops/nn.h"
 #include "ops/tensor.h"
+#include "passes/pass_util.h"
 
 namespace kiln::builder {
 namespace {
@@ -22,33 +24,11 @@ constexpr int64_t kChannelMultiple = 8;
 // input, bfloat16 allowed).
 constexpr int kRewriteOpset = 13;
 
-bool IsOnnx(const ir::Node& n) { return n.domain.empty() || n.domain == "ai.onnx"; }
-
-bool Is(const ir::Node* n, const char* op) { return n && n->op_type == op && IsOnnx(*n); }
-
 bool IsFloat(DType d) {
   return d == DType::kFloat32 || d == DType::kFloat16 || d == DType::kBFloat16;
 }
 
-std::optional<std::vector<int64_t>> KnownDims(const ir::Value* v) {
-  if (!v || !v->type.has_rank() || !ir::IsFullyKnown(*v->type.shape)) return std::nullopt;
-  return ir::KnownDims(*v->type.shape);
-}
-
 int64_t CeilDiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
-
-std::vector<ir::Node*> Snapshot(const ir::Graph& graph) {
-  std::vector<ir::Node*> nodes;
-  for (const auto& n : graph.nodes()) nodes.push_back(n.get());
-  return nodes;
-}
-
-// The only node reading v, when v is not a graph output; else nullptr.
-ir::Node* SoleConsumer(const ir::Graph& graph, const ir::Value* v) {
-  if (!v || graph.IsGraphOutput(v)) return nullptr;
-  std::vector<ir::Node*> consumers = graph.Consumers(v);
-  return consumers.size() == 1 ? consumers[0] : nullptr;
-}
 
 // A node name not yet used in the graph (Validate requires unique names).
 std::string UniqueNodeName(const ir::Graph& graph, const std::string& base) {
@@ -282,7 +262,7 @@ bool FuseChain(ir::Graph& graph, ir::Node* s2d,
 
 int ConvSpaceToDepth(ir::Graph& graph) {
   int rewritten = 0;
-  for (ir::Node* n : Snapshot(graph))
+  for (ir::Node* n : passes::internal::NodeList(graph))
     if (Is(n, "Conv") && RewriteConv(graph, n)) ++rewritten;
   if (rewritten) {
     graph.SortTopologically();
@@ -295,7 +275,7 @@ int FusePadSpaceToDepth(ir::Graph& graph,
                         std::unordered_map<const ir::Value*, gpu::Layout>& layouts) {
   int fused = 0;
   std::unordered_set<const ir::Node*> removed;  // Snapshot entries no longer alive.
-  for (ir::Node* n : Snapshot(graph)) {
+  for (ir::Node* n : passes::internal::NodeList(graph)) {
     if (removed.count(n)) continue;
     if (Is(n, "SpaceToDepth") && FuseChain(graph, n, layouts, removed)) ++fused;
   }

@@ -5,24 +5,10 @@
 #include <unordered_set>
 #include <vector>
 
+#include "builder/pattern_util.h"
+
 namespace kiln::builder {
 namespace {
-
-bool IsOnnx(const ir::Node& n) { return n.domain.empty() || n.domain == "ai.onnx"; }
-
-bool Is(const ir::Node* n, const char* op) { return n && n->op_type == op && IsOnnx(*n); }
-
-std::optional<std::vector<int64_t>> KnownDims(const ir::Value* v) {
-  if (!v || !v->type.has_rank() || !ir::IsFullyKnown(*v->type.shape)) return std::nullopt;
-  return ir::KnownDims(*v->type.shape);
-}
-
-// The only node reading v, when v is not a graph output; else nullptr.
-ir::Node* SoleConsumer(const ir::Graph& graph, const ir::Value* v) {
-  if (!v || graph.IsGraphOutput(v)) return nullptr;
-  std::vector<ir::Node*> consumers = graph.Consumers(v);
-  return consumers.size() == 1 ? consumers[0] : nullptr;
-}
 
 // True when v's only reader is `node` (reading it once) and v is not a
 // graph output: v may then disappear into a fusion.

@@ -96,8 +96,6 @@ class TimingCache {
 
 using cuda::DeviceBuffer;
 
-// Times each tactic of `layer` on its real shapes with non-zero data and
-// returns (best tactic, its median ms). Tactics that fail are skipped.
 // Times one tactic as engines run it: `reps` enqueues captured into a CUDA
 // Graph and replayed, so the host cost of each library call (large next to
 // a 10 us kernel at batch 1) is not counted, as it is not in a graph replay.
@@ -150,6 +148,8 @@ std::vector<float> TimeEnqueues(gpu::Layer& layer, gpu::LaunchArgs& args, cudaSt
   return samples;
 }
 
+// Times each tactic of `layer` on its real shapes with non-zero data and
+// returns (best tactic, its median ms). Tactics that fail are skipped.
 std::pair<int, double> TimeTactics(gpu::Layer& layer, const gpu::LayerInit& init,
                                    const gpu::Handles& handles, int iterations,
                                    const std::function<void(const std::string&)>& log) {
@@ -213,6 +213,17 @@ std::pair<int, double> TimeTactics(gpu::Layer& layer, const gpu::LayerInit& init
 
 double LayerFlops(const ir::Node& node) {
   std::string op = node.op_type;
+  if (op == "KilnAttention" && node.inputs.size() >= 2 && node.inputs[0] && node.inputs[1]) {
+    // Q·Kᵀ and P·V: 2 x 2·b·sq·sk·(h·d) for Q [b,sq,h·d] or [b,sq,h,d], K [b,sk,...].
+    const std::vector<int64_t> q = ir::KnownDims(*node.inputs[0]->type.shape);
+    const std::vector<int64_t> k = ir::KnownDims(*node.inputs[1]->type.shape);
+    if (q.size() >= 3 && k.size() >= 2) {
+      double heads_x_dim = 1;
+      for (size_t i = 2; i < q.size(); ++i) heads_x_dim *= static_cast<double>(q[i]);
+      return 4.0 * static_cast<double>(q[0]) * static_cast<double>(q[1]) * static_cast<double>(k[1]) *
+             heads_x_dim;
+    }
+  }
   if (op == "KilnConv") op = "Conv";
   if (op == "KilnMatMul") op = "MatMul";
   std::vector<ir::TensorType> ins, outs;

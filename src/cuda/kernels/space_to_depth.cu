@@ -12,61 +12,14 @@
 #include <cstdint>
 
 #include "cuda/cuda_check.h"
+#include "cuda/kernels/kernel_util.cuh"
 #include "cuda/kernels/space_to_depth.h"
 
 namespace kiln::gpu::space_to_depth_kernels {
 namespace {
 
-constexpr int kThreads = 256;
-constexpr int64_t kMaxBlocks = int64_t{1} << 16;
-
-unsigned Blocks(int64_t n) {
-  return static_cast<unsigned>(std::min<int64_t>((n + kThreads - 1) / kThreads, kMaxBlocks));
-}
-
-template <typename T>
-struct Tag {
-  using type = T;
-};
-
 bool IsFloat(DType d) {
   return d == DType::kFloat32 || d == DType::kFloat16 || d == DType::kBFloat16;
-}
-
-template <typename Fn>
-void DispatchFloat(DType dtype, Fn&& fn) {
-  switch (dtype) {
-    case DType::kFloat32:
-      fn(Tag<float>{});
-      break;
-    case DType::kFloat16:
-      fn(Tag<__half>{});
-      break;
-    case DType::kBFloat16:
-      fn(Tag<__nv_bfloat16>{});
-      break;
-    default:
-      Fail("pad+space-to-depth: expected float32, float16 or bfloat16, got ", DTypeName(dtype));
-  }
-}
-
-__device__ __forceinline__ float ToFloat(float x) { return x; }
-__device__ __forceinline__ float ToFloat(__half x) { return __half2float(x); }
-__device__ __forceinline__ float ToFloat(__nv_bfloat16 x) { return __bfloat162float(x); }
-
-template <typename T>
-__device__ __forceinline__ T FromFloat(float x);
-template <>
-__device__ __forceinline__ float FromFloat<float>(float x) {
-  return x;
-}
-template <>
-__device__ __forceinline__ __half FromFloat<__half>(float x) {
-  return __float2half_rn(x);
-}
-template <>
-__device__ __forceinline__ __nv_bfloat16 FromFloat<__nv_bfloat16>(float x) {
-  return __float2bfloat16_rn(x);
 }
 
 // The bits of one element, zero-extended to 32 bits.

@@ -17,24 +17,14 @@
 #include <type_traits>
 
 #include "cuda/cuda_check.h"
+#include "cuda/kernels/kernel_util.cuh"
 
 namespace kiln::gpu::tensor_kernels {
 namespace {
 
-constexpr int kThreads = 256;
-constexpr int64_t kMaxBlocks = int64_t{1} << 16;
 // Element counts and offsets below this use 32-bit index math (leaves room
 // for the grid stride so `i += stride` never overflows).
 constexpr int64_t kInt32Limit = int64_t{1} << 30;
-
-unsigned Blocks(int64_t n, int threads = kThreads) {
-  return static_cast<unsigned>(std::min<int64_t>((n + threads - 1) / threads, kMaxBlocks));
-}
-
-template <typename T>
-struct Tag {
-  using type = T;
-};
 
 // Raw element types by size (moves bytes; every dtype of that size shares them).
 template <typename Fn>
@@ -46,16 +36,6 @@ void DispatchBySize(size_t size, Fn&& fn) {
     case 8: fn(Tag<unsigned long long>{}); break;
     case 16: fn(Tag<uint4>{}); break;
     default: Fail("tensor kernels: unsupported element size ", size);
-  }
-}
-
-template <typename Fn>
-void DispatchFloat(DType dtype, Fn&& fn) {
-  switch (dtype) {
-    case DType::kFloat32: fn(Tag<float>{}); break;
-    case DType::kFloat16: fn(Tag<__half>{}); break;
-    case DType::kBFloat16: fn(Tag<__nv_bfloat16>{}); break;
-    default: Fail("tensor kernels: expected float32, float16 or bfloat16, got ", DTypeName(dtype));
   }
 }
 
@@ -75,25 +55,6 @@ void DispatchIndexMath(bool fits32, Fn&& fn) {
   } else {
     fn(Tag<int64_t>{});
   }
-}
-
-__device__ __forceinline__ float ToFloat(float x) { return x; }
-__device__ __forceinline__ float ToFloat(__half x) { return __half2float(x); }
-__device__ __forceinline__ float ToFloat(__nv_bfloat16 x) { return __bfloat162float(x); }
-
-template <typename T>
-__device__ __forceinline__ T FromFloat(float x);
-template <>
-__device__ __forceinline__ float FromFloat<float>(float x) {
-  return x;
-}
-template <>
-__device__ __forceinline__ __half FromFloat<__half>(float x) {
-  return __float2half_rn(x);
-}
-template <>
-__device__ __forceinline__ __nv_bfloat16 FromFloat<__nv_bfloat16>(float x) {
-  return __float2bfloat16_rn(x);
 }
 
 template <typename Out, typename In>

@@ -124,6 +124,16 @@ void AddPerfCommand(CLI::App& app, int& exit_code) {
   cmd->add_option("--shape", o->shapes,
                   "NAME:D1,D2,... dims for an input with variable dims (without the batch dim)");
   cmd->add_flag("--binary", o->load.binary, "HTTP: send and receive tensors as binary data");
+  cmd->add_option("--shared-memory", o->load.shared_memory,
+                  "system: each concurrent sender registers its own POSIX shared memory regions "
+                  "once, writes its inputs there once, and requests only reference them (outputs "
+                  "come back there too); the server must run on this host. none (default): "
+                  "tensors travel in the requests")
+      ->check(CLI::IsMember({"none", "system"}));
+  cmd->add_option("--output-shared-memory-size", o->load.output_shared_memory_size,
+                  "Bytes reserved per output whose size the metadata does not fix, with "
+                  "--shared-memory system (default 102400)")
+      ->check(CLI::Range(size_t{1}, size_t{1} << 40));
   cmd->add_option("--request-timeout-ms", o->load.request_timeout_ms, "Per-request timeout")
       ->check(CLI::Range(1, 3600000));
   cmd->add_option("--seed", o->load.seed, "Seed of the random input values");

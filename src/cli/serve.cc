@@ -28,6 +28,8 @@ struct ServeOptions {
   int max_request_mb = 64;
   int max_queue_size = 1024;
   bool strict_model_config = false;
+  int http_thread_count = serve::HttpFrontend::kDefaultThreadCount;
+  int grpc_max_threads = serve::GrpcFrontend::kDefaultMaxThreads;
 };
 
 int RunServe(const ServeOptions& o) {
@@ -67,7 +69,8 @@ int RunServe(const ServeOptions& o) {
   std::unique_ptr<serve::HttpFrontend> http;
   std::unique_ptr<serve::GrpcFrontend> grpc;
   if (o.http_port != 0 || o.metrics_port != 0) {
-    http = std::make_unique<serve::HttpFrontend>(core, o.http_port, o.metrics_port);
+    http = std::make_unique<serve::HttpFrontend>(core, o.http_port, o.metrics_port,
+                                                  o.http_thread_count);
     http->Start();
     if (http->port() != 0)
       std::cout << "HTTP (KServe v2) listening on 0.0.0.0:" << http->port() << "\n";
@@ -75,7 +78,7 @@ int RunServe(const ServeOptions& o) {
       std::cout << "metrics listening on 0.0.0.0:" << http->metrics_port() << "/metrics\n";
   }
   if (o.grpc_port != 0) {
-    grpc = std::make_unique<serve::GrpcFrontend>(core, o.grpc_port);
+    grpc = std::make_unique<serve::GrpcFrontend>(core, o.grpc_port, o.grpc_max_threads);
     grpc->Start();
     std::cout << "gRPC (KServe v2) listening on 0.0.0.0:" << grpc->port() << "\n";
   }
@@ -118,6 +121,18 @@ void AddServeCommand(CLI::App& app, int& exit_code) {
   cmd->add_option("--max-queue-size", options->max_queue_size,
                   "Queue bound for models whose config sets no max_queue_size")
       ->check(CLI::Range(1, 1 << 24));
+  cmd->add_option("--http-thread-count", options->http_thread_count,
+                  "HTTP worker threads; each open client connection (keep-alive included) "
+                  "holds one, so keep it above the number of concurrent HTTP clients "
+                  "(default " + std::to_string(serve::HttpFrontend::kDefaultThreadCount) +
+                      ": 512 clients and more; idle threads cost only address space)")
+      ->check(CLI::Range(1, 65536));
+  cmd->add_option("--grpc-max-threads", options->grpc_max_threads,
+                  "Most gRPC handler threads; each infer call in flight and each open stream "
+                  "holds one, and calls beyond it fail with RESOURCE_EXHAUSTED (default " +
+                      std::to_string(serve::GrpcFrontend::kDefaultMaxThreads) +
+                      "; threads start on demand)")
+      ->check(CLI::Range(2, 65536));
   cmd->add_flag("--strict-model-config", options->strict_model_config,
                 "Require a config.json or config.pbtxt in every model folder");
   cmd->callback([options, &exit_code] { exit_code = RunServe(*options); });

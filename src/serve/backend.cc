@@ -5,12 +5,29 @@
 #include <set>
 
 #include "kiln/error.h"
+#include "serve/batcher.h"
 #ifdef KILN_HAVE_CUDA
+#include "cuda/buffers.h"
+#include "cuda/cuda_check.h"
 #include "cuda/device.h"
 #include "kiln/engine.h"
+#include "pipeline/parallel_copy.h"
 #endif
 
 namespace kiln::serve {
+
+std::map<std::string, Tensor> Backend::RunBatch(
+    const BatchParts& parts, int instance, std::chrono::steady_clock::time_point* inputs_ready) {
+  std::map<std::string, Tensor> inputs;
+  for (const auto& [name, list] : parts) {
+    KILN_CHECK(!list.empty(), "input '", name, "' has no parts");
+    // A lone request's tensor as it is; several concatenated.
+    inputs[name] = list.size() == 1 ? *list[0] : ConcatBatch(list);
+  }
+  if (inputs_ready) *inputs_ready = std::chrono::steady_clock::now();
+  return Run(inputs, instance);
+}
+
 namespace {
 
 // The CPU reference backend. Model::RunCpu creates an executor per call, so
@@ -35,14 +52,24 @@ class CpuBackend : public Backend {
 };
 
 #ifdef KILN_HAVE_CUDA
+size_t BindingBytes(const TensorDesc& d) { return Tensor(d.dtype, d.dims).nbytes(); }
+
 // Engines have static shapes: one engine per batch size bucket (the preferred
 // batch sizes and max_batch_size), all built at load. A batch runs on the
-// smallest bucket that holds it, padded with zeros; outputs are cut back.
-// Each instance has its own ExecutionContext per engine and is used by one
-// worker thread only.
+// smallest bucket that holds it; the pad rows hold stale but finite values
+// (staging is zeroed at allocation) and their outputs are never copied back.
+//
+// Each instance is one worker thread that runs one batch at a time and waits
+// for it, so its buckets share one stream, pinned staging and device binding
+// buffers sized for the largest bucket. The binding pointers never change, so
+// each (bucket, instance) context captures its CUDA Graph once (at load) and
+// every batch replays it: per batch, the parts are copied into the pinned
+// staging at their row offsets, the n real rows go to the device, the graph
+// runs, and the n real rows of each output come back. Nothing is allocated.
 class GpuBackend : public Backend {
  public:
-  GpuBackend(const ModelConfig& config, const std::string& path) : batched_(config.max_batch_size > 0) {
+  GpuBackend(const ModelConfig& config, const std::string& path)
+      : batched_(config.max_batch_size > 0) {
     std::set<int> sizes;
     if (batched_) {
       sizes.insert(config.preferred_batch_sizes.begin(), config.preferred_batch_sizes.end());
@@ -53,6 +80,7 @@ class GpuBackend : public Backend {
     BuildConfig build;
     build.precision = ParsePrecision(config.precision);
     for (int size : sizes) {
+      KILN_CHECK(size >= 0, "batch size ", size, " is negative");
       build.shapes.clear();
       for (const TensorIO& io : config.inputs) {
         std::vector<int64_t> dims;
@@ -69,15 +97,98 @@ class GpuBackend : public Backend {
       bucket.engine = Engine::Build(path, build);
       buckets_.push_back(std::move(bucket));
     }
-    for (Bucket& b : buckets_) {
-      for (int i = 0; i < config.instance_count; ++i) b.contexts.push_back(b.engine->CreateContext());
+    // Bindings as the largest bucket has them; the others differ in dim 0 only.
+    const Engine& largest = *buckets_.back().engine;
+    for (const Bucket& b : buckets_) {
+      CheckBindings(b, b.engine->inputs(), largest.inputs(), "input");
+      CheckBindings(b, b.engine->outputs(), largest.outputs(), "output");
     }
+    for (const TensorDesc& d : largest.inputs()) input_row_bytes_.push_back(RowBytes(d));
+    for (const TensorDesc& d : largest.outputs()) output_row_bytes_.push_back(RowBytes(d));
+
+    const int instances = std::max(1, config.instance_count);  // As the batcher starts workers.
+    for (int i = 0; i < instances; ++i) {
+      auto inst = std::make_unique<Instance>();
+      for (const TensorDesc& d : largest.inputs()) {
+        const size_t bytes = BindingBytes(d);
+        inst->host_in.push_back(std::make_unique<cuda::PinnedBuffer>(bytes));
+        inst->device_in.push_back(std::make_unique<cuda::DeviceBuffer>(bytes));
+      }
+      for (const TensorDesc& d : largest.outputs()) {
+        const size_t bytes = BindingBytes(d);
+        inst->host_out.push_back(std::make_unique<cuda::PinnedBuffer>(bytes));
+        inst->device_out.push_back(std::make_unique<cuda::DeviceBuffer>(bytes));
+      }
+      // Zeroed once, so pad rows (never written by a batch) hold finite values.
+      for (auto* list : {&inst->host_in, &inst->host_out})
+        for (auto& b : *list)
+          if (b->bytes) std::memset(b->ptr, 0, b->bytes);
+      for (auto* list : {&inst->device_in, &inst->device_out})
+        for (auto& b : *list)
+          if (b->bytes) KILN_CUDA_CHECK(cudaMemsetAsync(b->ptr, 0, b->bytes, inst->stream));
+      KILN_CUDA_CHECK(cudaStreamSynchronize(inst->stream));
+      for (auto& b : inst->device_in) inst->in_ptrs.push_back(b->ptr);
+      for (auto& b : inst->device_out) inst->out_ptrs.push_back(b->ptr);
+      instances_.push_back(std::move(inst));
+    }
+    // Contexts share their engine's weights. One warm-up replay each captures
+    // the graphs now rather than on the first requests.
+    for (Bucket& b : buckets_) {
+      for (int i = 0; i < instances; ++i) {
+        b.contexts.push_back(b.engine->CreateContext());
+        Instance& inst = *instances_[static_cast<size_t>(i)];
+        b.contexts.back()->EnqueueGraph(inst.in_ptrs, inst.out_ptrs, inst.stream);
+        KILN_CUDA_CHECK(cudaStreamSynchronize(inst.stream));
+      }
+    }
+    copier_ = std::make_unique<pipeline::ParallelCopier>(pipeline::StagingThreads(0));
   }
 
+  // Owned copies of RunBatch's views (this entry point's contract).
   std::map<std::string, Tensor> Run(const std::map<std::string, Tensor>& inputs,
                                     int instance) override {
-    KILN_CHECK(!inputs.empty(), "no inputs");
-    const int64_t n = batched_ ? inputs.begin()->second.dim(0) : 0;
+    BatchParts parts;
+    for (const auto& [name, t] : inputs) parts[name] = {&t};
+    std::map<std::string, Tensor> outputs = RunBatch(parts, instance, nullptr);
+    for (auto& [name, t] : outputs) t = t.Clone();
+    return outputs;
+  }
+
+  std::map<std::string, Tensor> RunBatch(
+      const BatchParts& parts, int instance,
+      std::chrono::steady_clock::time_point* inputs_ready) override {
+    KILN_CHECK(instance >= 0 && static_cast<size_t>(instance) < instances_.size(), "instance ",
+               instance, " is out of range: the GPU backend has ", instances_.size());
+    Instance& inst = *instances_[static_cast<size_t>(instance)];
+    const Engine& largest = *buckets_.back().engine;
+    const std::vector<TensorDesc>& input_descs = largest.inputs();
+
+    // Validate every part (the staging copies rely on it) and count rows.
+    KILN_CHECK(parts.size() == input_descs.size(), "the batch has ", parts.size(),
+               " inputs, the engine takes ", input_descs.size());
+    int64_t n = 0;
+    for (size_t b = 0; b < input_descs.size(); ++b) {
+      const TensorDesc& desc = input_descs[b];
+      auto it = parts.find(desc.name);
+      KILN_CHECK(it != parts.end() && !it->second.empty(), "the batch has no input '", desc.name,
+                 "'");
+      KILN_CHECK(batched_ || it->second.size() == 1, "model without a batch dim: input '",
+                 desc.name, "' comes in ", it->second.size(), " parts");
+      int64_t rows = 0;
+      for (const Tensor* t : it->second) {
+        const bool fits =
+            t->dtype() == desc.dtype && t->rank() == static_cast<int>(desc.dims.size()) &&
+            (batched_ ? std::equal(desc.dims.begin() + 1, desc.dims.end(), t->dims().begin() + 1)
+                      : t->dims() == desc.dims);
+        KILN_CHECK(fits, "input '", desc.name, "' is ", t->TypeString(), ", the GPU engine takes ",
+                   DTypeName(desc.dtype), DimsToString(desc.dims),
+                   batched_ ? " (any batch size up to dim 0)" : "");
+        if (batched_) rows += t->dim(0);
+      }
+      KILN_CHECK(b == 0 || rows == n, "input '", desc.name, "' has ", rows, " rows, but '",
+                 input_descs[0].name, "' has ", n);
+      n = rows;
+    }
     Bucket* bucket = nullptr;
     for (Bucket& b : buckets_) {
       if (b.batch >= n) {
@@ -86,40 +197,57 @@ class GpuBackend : public Backend {
       }
     }
     KILN_CHECK(bucket, "batch size ", n, " is larger than every engine's batch size");
-    std::map<std::string, Tensor> feeds;
-    for (const auto& [name, t] : inputs) {
-      if (!batched_ || bucket->batch == n) {
-        feeds[name] = t;
-        continue;
+
+    // Gather the parts into the pinned staging at their row offsets.
+    inst.copies.clear();  // Capacity stays: no allocation once warm.
+    for (size_t b = 0; b < input_descs.size(); ++b) {
+      char* dst = static_cast<char*>(inst.host_in[b]->ptr);
+      for (const Tensor* t : parts.find(input_descs[b].name)->second) {
+        if (t->nbytes()) inst.copies.push_back({dst, t->raw_data(), t->nbytes()});
+        dst += t->nbytes();
       }
-      std::vector<int64_t> dims = t.dims();
-      dims[0] = bucket->batch;
-      Tensor padded(t.dtype(), dims);
-      std::memset(padded.raw_data(), 0, padded.nbytes());
-      std::memcpy(padded.raw_data(), t.raw_data(), t.nbytes());
-      feeds[name] = padded;
     }
+    copier_->Copy(inst.copies);
+    if (inputs_ready) *inputs_ready = std::chrono::steady_clock::now();
+
     ExecutionContext& context = *bucket->contexts.at(static_cast<size_t>(instance));
-    std::vector<Tensor> outputs = context.Run(feeds);
-    const auto& descs = bucket->engine->outputs();
-    KILN_CHECK(outputs.size() == descs.size(), "the engine returned ", outputs.size(),
-               " outputs, expected ", descs.size());
-    std::map<std::string, Tensor> named;
-    for (size_t i = 0; i < outputs.size(); ++i) {
-      Tensor t = outputs[i];
-      if (batched_ && bucket->batch != n) {
-        KILN_CHECK(t.rank() >= 1 && t.dim(0) == bucket->batch, "engine output '", descs[i].name,
-                   "' ", t.TypeString(), " does not have the batch dim ", bucket->batch);
-        std::vector<int64_t> dims = t.dims();
-        dims[0] = n;
-        Tensor cut(t.dtype(), dims);
-        std::memcpy(cut.raw_data(), t.raw_data(), cut.nbytes());
-        t = cut;
+    try {
+      for (size_t b = 0; b < input_descs.size(); ++b) {
+        const size_t bytes =
+            batched_ ? static_cast<size_t>(n) * input_row_bytes_[b] : inst.host_in[b]->bytes;
+        if (bytes)
+          KILN_CUDA_CHECK(cudaMemcpyAsync(inst.device_in[b]->ptr, inst.host_in[b]->ptr, bytes,
+                                          cudaMemcpyHostToDevice, inst.stream));
       }
-      named[descs[i].name] = t;
+      context.EnqueueGraph(inst.in_ptrs, inst.out_ptrs, inst.stream);
+      for (size_t b = 0; b < output_row_bytes_.size(); ++b) {
+        const size_t bytes =
+            batched_ ? static_cast<size_t>(n) * output_row_bytes_[b] : inst.host_out[b]->bytes;
+        if (bytes)
+          KILN_CUDA_CHECK(cudaMemcpyAsync(inst.host_out[b]->ptr, inst.device_out[b]->ptr, bytes,
+                                          cudaMemcpyDeviceToHost, inst.stream));
+      }
+      KILN_CUDA_CHECK(cudaStreamSynchronize(inst.stream));
+    } catch (...) {
+      // Let queued copies finish before the staging is reused; the error
+      // is already on its way.
+      (void)cudaStreamSynchronize(inst.stream);
+      (void)cudaGetLastError();
+      throw;
+    }
+
+    std::map<std::string, Tensor> named;
+    const std::vector<TensorDesc>& output_descs = bucket->engine->outputs();
+    for (size_t b = 0; b < output_descs.size(); ++b) {
+      const TensorDesc& d = output_descs[b];
+      std::vector<int64_t> dims = d.dims;
+      if (batched_) dims[0] = n;
+      // A view of the instance's staging, valid until its next call.
+      named[d.name] = Tensor::Borrow(d.dtype, std::move(dims), nullptr, inst.host_out[b]->ptr);
     }
     return named;
   }
+
   std::string Kind() const override { return "gpu"; }
 
  private:
@@ -128,8 +256,66 @@ class GpuBackend : public Backend {
     std::unique_ptr<Engine> engine;
     std::vector<std::unique_ptr<ExecutionContext>> contexts;  // One per instance.
   };
+  // One worker thread's stream and staging, in binding order, sized for the
+  // largest bucket and shared by all buckets.
+  struct Instance {
+    cudaStream_t stream = nullptr;
+    std::vector<std::unique_ptr<cuda::PinnedBuffer>> host_in, host_out;
+    std::vector<std::unique_ptr<cuda::DeviceBuffer>> device_in, device_out;
+    std::vector<const void*> in_ptrs;  // device_in/device_out: the graphs' fixed bindings.
+    std::vector<void*> out_ptrs;
+    std::vector<pipeline::CopyJob> copies;
+    Instance() { KILN_CUDA_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking)); }
+    ~Instance() {
+      // Work may still be queued (a failed load): finish it before the
+      // buffers below are freed.
+      if (stream) {
+        cudaStreamSynchronize(stream);
+        cudaStreamDestroy(stream);
+      }
+    }
+    Instance(const Instance&) = delete;
+    Instance& operator=(const Instance&) = delete;
+  };
+
+  // Bucket `b`'s bindings match the largest bucket's but for the batch dim,
+  // which every batched binding must have (outputs are split per request).
+  void CheckBindings(const Bucket& b, const std::vector<TensorDesc>& descs,
+                     const std::vector<TensorDesc>& largest, const char* what) const {
+    KILN_CHECK(descs.size() == largest.size(), "the batch-", b.batch, " engine has ", descs.size(),
+               " ", what, "s, the largest has ", largest.size());
+    for (size_t i = 0; i < descs.size(); ++i) {
+      const TensorDesc& d = descs[i];
+      const TensorDesc& l = largest[i];
+      if (batched_) {
+        KILN_CHECK(!d.dims.empty() && d.dims[0] == b.batch, "engine ", what, " '", d.name, "' is ",
+                   DTypeName(d.dtype), DimsToString(d.dims), " for batch size ", b.batch,
+                   ": kiln serve needs the batch as dim 0");
+      }
+      KILN_CHECK(d.name == l.name && d.dtype == l.dtype && d.dims.size() == l.dims.size() &&
+                     std::equal(d.dims.begin() + (batched_ ? 1 : 0), d.dims.end(),
+                                l.dims.begin() + (batched_ ? 1 : 0)),
+                 "engine ", what, " '", d.name, "' ", DTypeName(d.dtype), DimsToString(d.dims),
+                 " of batch size ", b.batch, " does not match '", l.name, "' ", DTypeName(l.dtype),
+                 DimsToString(l.dims), " of the largest batch size");
+    }
+  }
+  // Bytes of one batch row (the whole binding without a batch dim).
+  size_t RowBytes(const TensorDesc& d) const {
+    const size_t bytes = BindingBytes(d);
+    const int64_t batch = buckets_.back().batch;
+    return batched_ && batch > 0 ? bytes / static_cast<size_t>(batch) : bytes;
+  }
+
   bool batched_;
+  std::vector<size_t> input_row_bytes_, output_row_bytes_;  // Binding order.
   std::vector<Bucket> buckets_;  // Ascending batch size.
+  // After buckets_: destroyed first, so queued work finishes before the
+  // contexts go.
+  std::vector<std::unique_ptr<Instance>> instances_;
+  // Parallel staging copies for large batches (its threads live as long as
+  // the backend; small copies run on the caller).
+  std::unique_ptr<pipeline::ParallelCopier> copier_;
 };
 #endif
 

@@ -239,24 +239,22 @@ void Batcher::Execute(std::vector<Pending>& batch, int instance) {
   std::string error;
   Clock::time_point t1 = t0, t2 = t0;
   try {
-    // Inputs: a lone request's tensors as they are; a batch concatenated.
-    std::map<std::string, Tensor> inputs;
-    if (batch.size() == 1) {
-      for (const auto& [name, t] : batch[0].request.inputs) inputs[name] = t;
-    } else {
-      for (const auto& [name, t] : batch[0].request.inputs) {
-        std::vector<const Tensor*> parts;
-        for (const Pending& p : batch) {
-          for (const auto& in : p.request.inputs) {
-            if (in.first == name) parts.push_back(&in.second);
-          }
+    // The requests' input tensors, in batch order, for the backend to gather.
+    BatchParts parts;
+    for (const auto& [name, t] : batch[0].request.inputs) {
+      std::vector<const Tensor*>& list = parts[name];
+      for (const Pending& p : batch) {
+        for (const auto& in : p.request.inputs) {
+          if (in.first == name) list.push_back(&in.second);
         }
-        inputs[name] = ConcatBatch(parts);
       }
     }
-    t1 = Clock::now();
-    std::map<std::string, Tensor> outputs = backend_->Run(inputs, instance);
+    Clock::time_point inputs_ready{};
+    // The outputs may be views of the backend's staging for this instance,
+    // valid until its next call: every response gets its own copy below.
+    std::map<std::string, Tensor> outputs = backend_->RunBatch(parts, instance, &inputs_ready);
     t2 = Clock::now();
+    t1 = inputs_ready == Clock::time_point{} ? t0 : std::clamp(inputs_ready, t0, t2);
     int64_t row = 0;
     for (size_t i = 0; i < batch.size(); ++i) {
       const InferRequest& req = batch[i].request;
@@ -269,7 +267,7 @@ void Batcher::Execute(std::vector<Pending>& batch, int instance) {
         KILN_CHECK(it != outputs.end(), "the model produced no output '", name, "'");
         const Tensor& t = it->second;
         if (batch.size() == 1) {
-          responses[i].outputs.emplace_back(name, t);
+          responses[i].outputs.emplace_back(name, t.Clone());
           continue;
         }
         KILN_CHECK(t.rank() >= 1 && t.dim(0) == total, "output '", name, "' is ", t.TypeString(),

@@ -4,9 +4,11 @@
 // at a time forms a batch: it takes the oldest request and gathers later
 // requests whose inputs have the same dtypes and non-batch dims, until the
 // batch reaches max_batch_size, a preferred batch size, or max_queue_delay
-// has passed since the oldest was queued. The batch is concatenated along
-// dim 0, run, and the outputs are split back per request. Requests whose
-// timeout expires while queued fail with kTimeout. Without dynamic batching
+// has passed since the oldest was queued. The batch's input tensors go to
+// Backend::RunBatch as parts (the backend gathers them along dim 0, the GPU
+// backend straight into its pinned staging), and the outputs are copied back
+// per request at once (they may be views of the backend's staging). Requests
+// whose timeout expires while queued fail with kTimeout. Without dynamic batching
 // (or with max_batch_size 0) every request runs alone.
 //
 // Requests must be validated before Enqueue (ServerCore does that).

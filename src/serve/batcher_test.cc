@@ -6,7 +6,9 @@
 #include <gtest/gtest.h>
 
 #include <chrono>
+#include <cmath>
 #include <condition_variable>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <future>
@@ -14,6 +16,7 @@
 #include <thread>
 
 #include "onnx.pb.h"
+#include "test_util.h"
 
 namespace kiln::serve {
 namespace {
@@ -86,6 +89,34 @@ class GatedBackend : public Backend {
   int started_ = 0;
 };
 
+// The real backend, returning its outputs as the GPU backend does: views of
+// one staging buffer that every call first poisons with NaN, so a response
+// that kept a view instead of a copy would read a later call's bytes.
+class StagingViewBackend : public Backend {
+ public:
+  explicit StagingViewBackend(std::shared_ptr<Backend> inner) : inner_(std::move(inner)) {}
+  std::map<std::string, Tensor> Run(const std::map<std::string, Tensor>& inputs,
+                                    int instance) override {
+    std::fill(staging_.begin(), staging_.end(), std::nanf(""));
+    std::map<std::string, Tensor> views;
+    size_t offset = 0;
+    for (const auto& [name, t] : inner_->Run(inputs, instance)) {
+      KILN_CHECK(t.dtype() == DType::kFloat32 &&
+                     offset + static_cast<size_t>(t.numel()) <= staging_.size(),
+                 "StagingViewBackend: output '", name, "' ", t.TypeString(), " does not fit");
+      std::memcpy(staging_.data() + offset, t.raw_data(), t.nbytes());
+      views[name] = Tensor::Borrow(t.dtype(), t.dims(), nullptr, staging_.data() + offset);
+      offset += static_cast<size_t>(t.numel());
+    }
+    return views;
+  }
+  std::string Kind() const override { return "cpu"; }
+
+ private:
+  std::shared_ptr<Backend> inner_;
+  std::vector<float> staging_ = std::vector<float>(1024);
+};
+
 class BatcherTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -131,6 +162,72 @@ TEST(BatchTensors, ConcatAndSliceRoundTrip) {
   Tensor c = Tensor::FromFloats({1, 3}, {1, 2, 3});
   EXPECT_THROW(ConcatBatch({&a, &c}), Error);
   EXPECT_THROW(SliceBatch(ab, 2, 2), Error);
+}
+
+// Backend::RunBatch's default gathers the parts with ConcatBatch and runs
+// them: the same answer as Run on the concatenation, and Y = X * 2 + 1.
+TEST_F(BatcherTest, RunBatchDefaultEqualsRunOnConcatenation) {
+  std::unique_ptr<Backend> backend = CreateBackend(config_, path_, model_, nullptr);
+  ASSERT_EQ(backend->Kind(), "cpu");
+  const Tensor a = testing::RandomTensor({1, 3}, -2, 2, 11);
+  const Tensor b = testing::RandomTensor({3, 3}, -2, 2, 12);
+  const Tensor c = testing::RandomTensor({2, 3}, -2, 2, 13);
+  const Tensor abc = ConcatBatch({&a, &b, &c});
+  for (const std::vector<const Tensor*>& list :
+       {std::vector<const Tensor*>{&a, &b, &c}, std::vector<const Tensor*>{&abc}}) {
+    const auto before = std::chrono::steady_clock::now();
+    std::chrono::steady_clock::time_point ready{};
+    std::map<std::string, Tensor> batched = backend->RunBatch({{"X", list}}, 0, &ready);
+    EXPECT_GE(ready, before);
+    std::map<std::string, Tensor> reference = backend->Run({{"X", abc}}, 0);
+    ASSERT_EQ(batched.size(), 1u);
+    ASSERT_EQ(batched.count("Y"), 1u);
+    const Tensor& y = batched.at("Y");
+    EXPECT_EQ(y.dims(), (std::vector<int64_t>{6, 3}));
+    EXPECT_EQ(y.ToFloatVector(), reference.at("Y").ToFloatVector());
+    const std::vector<float> x = abc.ToFloatVector();
+    const std::vector<float> got = y.ToFloatVector();
+    for (size_t i = 0; i < x.size(); ++i) EXPECT_FLOAT_EQ(got[i], x[i] * 2 + 1) << i;
+  }
+  // Parts that do not line up fail as ConcatBatch does.
+  const Tensor wide = testing::RandomTensor({1, 4}, -2, 2, 14);
+  EXPECT_THROW(backend->RunBatch({{"X", {&a, &wide}}}, 0), Error);
+}
+
+// Responses own their outputs: a backend whose outputs are views of staging
+// that later calls overwrite (as the GPU backend's are) still answers every
+// request right, lone requests and batched ones.
+TEST_F(BatcherTest, ResponsesCopyOutputsBeforeTheNextBatch) {
+  config_.preferred_batch_sizes = {1, 4};  // A lone row ships at once.
+  config_.max_queue_delay_us = 10'000'000;
+  auto gate = MakeBackend();
+  auto backend = std::make_shared<StagingViewBackend>(gate);
+  auto stats = std::make_shared<StatsBox>();
+  std::vector<std::future<InferResponse>> futures;
+  std::vector<float> starts;
+  {
+    Batcher batcher(config_, "1", backend, stats, 100);
+    futures.push_back(Submit(batcher, 1, 100));  // Runs alone, held by the gate.
+    starts.push_back(100);
+    gate->WaitStarted(1);
+    for (int i = 0; i < 5; ++i) {
+      futures.push_back(Submit(batcher, 1, static_cast<float>(10 * i)));
+      starts.push_back(static_cast<float>(10 * i));
+    }
+    gate->Open();  // Then a batch of 4, then the last alone.
+    gate->WaitStarted(3);
+  }
+  for (size_t i = 0; i < futures.size(); ++i) {
+    InferResponse r = futures[i].get();
+    ASSERT_TRUE(r.status.ok()) << r.status.message;
+    ASSERT_EQ(r.outputs.size(), 1u);
+    std::vector<float> y = r.outputs[0].second.ToFloatVector();
+    ASSERT_EQ(y.size(), 2u);
+    for (size_t k = 0; k < y.size(); ++k)
+      EXPECT_FLOAT_EQ(y[k], (starts[i] + static_cast<float>(k)) * 2 + 1) << "request " << i;
+  }
+  std::lock_guard<std::mutex> lock(stats->mu);
+  EXPECT_EQ(stats->stats.batch_size_counts, (std::map<int, uint64_t>{{1, 2}, {4, 1}}));
 }
 
 TEST_F(BatcherTest, PreferredBatchSizeShipsFirst) {

@@ -27,9 +27,6 @@ namespace pb = ::inference;
 
 // How long Stop() lets in-flight calls finish before cancelling them.
 constexpr auto kShutdownGrace = std::chrono::seconds(5);
-// Upper bound on gRPC's handler threads: beyond it calls get RESOURCE_EXHAUSTED
-// instead of the process running out of threads.
-constexpr int kMaxThreads = 256;
 // Elements one tensor may have (guards the size arithmetic).
 constexpr int64_t kMaxElements = int64_t{1} << 40;
 
@@ -141,6 +138,46 @@ bool HasContents(const pb::InferTensorContents& c) {
          c.fp64_contents_size() || c.bytes_contents_size();
 }
 
+using ParameterMap = google::protobuf::Map<std::string, pb::InferParameter>;
+
+// A non-negative integer parameter (tritonclient sends int64_param; uint64 is accepted too).
+grpc::Status NonNegativeParameter(const ParameterMap& params, const std::string& key,
+                                  const std::string& what, bool required, uint64_t* out) {
+  *out = 0;
+  const auto it = params.find(key);
+  if (it == params.end()) {
+    return required ? BadRequest(what + " uses shared memory but has no parameter '" + key + "'")
+                    : grpc::Status::OK;
+  }
+  const pb::InferParameter& p = it->second;
+  if (p.parameter_choice_case() == pb::InferParameter::kInt64Param && p.int64_param() >= 0) {
+    *out = static_cast<uint64_t>(p.int64_param());
+  } else if (p.parameter_choice_case() == pb::InferParameter::kUint64Param) {
+    *out = p.uint64_param();
+  } else {
+    return BadRequest(what + ": parameter '" + key + "' must be a non-negative integer");
+  }
+  return grpc::Status::OK;
+}
+
+// The shared memory reference of an input or requested output; `found`
+// false when it has no "shared_memory_region" parameter.
+grpc::Status SharedMemoryRefOf(const ParameterMap& params, const std::string& what, bool* found,
+                               SharedMemoryRef* ref) {
+  const auto it = params.find("shared_memory_region");
+  *found = it != params.end();
+  if (!*found) return grpc::Status::OK;
+  if (it->second.parameter_choice_case() != pb::InferParameter::kStringParam ||
+      it->second.string_param().empty()) {
+    return BadRequest(what + ": parameter 'shared_memory_region' must be a region name");
+  }
+  ref->region = it->second.string_param();
+  grpc::Status status =
+      NonNegativeParameter(params, "shared_memory_byte_size", what, true, &ref->byte_size);
+  if (!status.ok()) return status;
+  return NonNegativeParameter(params, "shared_memory_offset", what, false, &ref->offset);
+}
+
 // ModelInferRequest → InferRequest. Returns INVALID_ARGUMENT naming the
 // input at fault for anything malformed.
 grpc::Status ToInferRequest(const ServerCore& core, const pb::ModelInferRequest& in,
@@ -179,14 +216,21 @@ grpc::Status ToInferRequest(const ServerCore& core, const pb::ModelInferRequest&
     out->timeout_us = timeout_us > 0 ? std::min(timeout_us, left_us) : left_us;
   }
 
+  // raw_input_contents has one entry per input that is not in shared
+  // memory, in order (what tritonclient sends).
+  int data_inputs = 0;
+  for (const auto& input : in.inputs()) {
+    if (!input.parameters().count("shared_memory_region")) ++data_inputs;
+  }
   const bool raw = in.raw_input_contents_size() > 0;
-  if (raw && in.raw_input_contents_size() != in.inputs_size()) {
+  if (raw && in.raw_input_contents_size() != data_inputs) {
     return BadRequest("raw_input_contents has " + std::to_string(in.raw_input_contents_size()) +
-                      " entries but the request has " + std::to_string(in.inputs_size()) +
-                      " inputs (one entry per input, in order)");
+                      " entries but the request has " + std::to_string(data_inputs) +
+                      " inputs outside shared memory (one entry per such input, in order)");
   }
   if (in.inputs_size() == 0) return BadRequest("the request has no inputs");
   std::set<std::string> seen;
+  int raw_index = 0;
   for (int i = 0; i < in.inputs_size(); ++i) {
     const auto& input = in.inputs(i);
     const std::string& name = input.name();
@@ -215,12 +259,24 @@ grpc::Status ToInferRequest(const ServerCore& core, const pb::ModelInferRequest&
       numel *= d;
     }
     const size_t nbytes = static_cast<size_t>(numel) * DTypeSize(dtype);
+    bool in_shared_memory = false;
+    SharedMemoryRef ref;
+    grpc::Status shm_status =
+        SharedMemoryRefOf(input.parameters(), "input '" + name + "'", &in_shared_memory, &ref);
+    if (!shm_status.ok()) return shm_status;
+    if (in_shared_memory) {
+      if (HasContents(input.contents())) {
+        return BadRequest("input '" + name + "' has both contents and shared memory parameters");
+      }
+      out->shared_memory_inputs.push_back({name, dtype, dims, ref});
+      continue;
+    }
     if (raw) {
       if (HasContents(input.contents())) {
         return BadRequest("input '" + name +
                           "': contents must be empty when raw_input_contents is used");
       }
-      const std::string& bytes = in.raw_input_contents(i);
+      const std::string& bytes = in.raw_input_contents(raw_index++);
       if (bytes.size() != nbytes) {
         return BadRequest("input '" + name + "': raw_input_contents holds " +
                           std::to_string(bytes.size()) + " bytes but " + input.datatype() +
@@ -250,6 +306,12 @@ grpc::Status ToInferRequest(const ServerCore& core, const pb::ModelInferRequest&
       return BadRequest("output '" + output.name() +
                         "': the classification extension is not supported by kiln");
     }
+    bool in_shared_memory = false;
+    SharedMemoryRef ref;
+    grpc::Status shm_status = SharedMemoryRefOf(
+        output.parameters(), "output '" + output.name() + "'", &in_shared_memory, &ref);
+    if (!shm_status.ok()) return shm_status;
+    if (in_shared_memory) out->shared_memory_outputs.emplace_back(output.name(), ref);
     out->requested_outputs.push_back(output.name());
   }
   return grpc::Status::OK;
@@ -270,8 +332,19 @@ grpc::Status FromInferResponse(const InferResponse& in, pb::ModelInferResponse* 
     o->set_name(name);
     o->set_datatype(KServeDatatype(tensor.dtype()));
     for (int64_t d : tensor.dims()) o->add_shape(d);
-    out->add_raw_output_contents()->assign(static_cast<const char*>(tensor.raw_data()),
-                                           tensor.nbytes());
+    std::string* raw = out->add_raw_output_contents();  // One per output keeps the indices aligned.
+    if (auto shm = in.shared_memory_outputs.find(name); shm != in.shared_memory_outputs.end()) {
+      // The bytes are in the client's region already; say where.
+      (*o->mutable_parameters())["shared_memory_region"].set_string_param(shm->second.region);
+      (*o->mutable_parameters())["shared_memory_byte_size"].set_int64_param(
+          static_cast<int64_t>(shm->second.byte_size));
+      if (shm->second.offset != 0) {
+        (*o->mutable_parameters())["shared_memory_offset"].set_int64_param(
+            static_cast<int64_t>(shm->second.offset));
+      }
+      continue;
+    }
+    raw->assign(static_cast<const char*>(tensor.raw_data()), tensor.nbytes());
   }
   return grpc::Status::OK;
 }
@@ -573,6 +646,67 @@ class Service final : public pb::GRPCInferenceService::Service {
     });
   }
 
+  grpc::Status SystemSharedMemoryStatus(grpc::ServerContext*,
+                                        const pb::SystemSharedMemoryStatusRequest* request,
+                                        pb::SystemSharedMemoryStatusResponse* response) override {
+    return Guard("SystemSharedMemoryStatus", [&] {
+      std::vector<SharedMemoryRegionStatus> regions;
+      grpc::Status status = ToGrpc(core_.SystemSharedMemoryStatus(request->name(), &regions));
+      if (!status.ok()) return status;
+      for (const SharedMemoryRegionStatus& r : regions) {
+        auto& entry = (*response->mutable_regions())[r.name];
+        entry.set_name(r.name);
+        entry.set_key(r.key);
+        entry.set_offset(r.offset);
+        entry.set_byte_size(r.byte_size);
+      }
+      return grpc::Status::OK;
+    });
+  }
+
+  grpc::Status SystemSharedMemoryRegister(grpc::ServerContext*,
+                                          const pb::SystemSharedMemoryRegisterRequest* request,
+                                          pb::SystemSharedMemoryRegisterResponse*) override {
+    return Guard("SystemSharedMemoryRegister", [&] {
+      return ToGrpc(core_.RegisterSystemSharedMemory(request->name(), request->key(),
+                                                     request->offset(), request->byte_size()));
+    });
+  }
+
+  grpc::Status SystemSharedMemoryUnregister(grpc::ServerContext*,
+                                            const pb::SystemSharedMemoryUnregisterRequest* request,
+                                            pb::SystemSharedMemoryUnregisterResponse*) override {
+    return Guard("SystemSharedMemoryUnregister",
+                 [&] { return ToGrpc(core_.UnregisterSystemSharedMemory(request->name())); });
+  }
+
+  // CUDA shared memory is not supported: no region can exist, so status
+  // lists none (NOT_FOUND for a named one), unregister has nothing to do
+  // (perf_analyzer unregisters everything at start) and register fails.
+  grpc::Status CudaSharedMemoryStatus(grpc::ServerContext*,
+                                      const pb::CudaSharedMemoryStatusRequest* request,
+                                      pb::CudaSharedMemoryStatusResponse*) override {
+    if (request->name().empty()) return grpc::Status::OK;
+    return grpc::Status(grpc::StatusCode::NOT_FOUND,
+                        "unable to find cuda shared memory region: '" + request->name() +
+                            "' (kiln does not support CUDA shared memory)");
+  }
+
+  grpc::Status CudaSharedMemoryRegister(grpc::ServerContext*,
+                                        const pb::CudaSharedMemoryRegisterRequest* request,
+                                        pb::CudaSharedMemoryRegisterResponse*) override {
+    return grpc::Status(grpc::StatusCode::UNIMPLEMENTED,
+                        "cannot register cuda shared memory region '" + request->name() +
+                            "': CUDA shared memory is not supported by kiln; use system shared "
+                            "memory");
+  }
+
+  grpc::Status CudaSharedMemoryUnregister(grpc::ServerContext*,
+                                          const pb::CudaSharedMemoryUnregisterRequest*,
+                                          pb::CudaSharedMemoryUnregisterResponse*) override {
+    return grpc::Status::OK;
+  }
+
  private:
   // The versions the repository lists for a model (ascending, as listed).
   std::vector<std::string> Versions(const std::string& model) const {
@@ -601,13 +735,16 @@ class Service final : public pb::GRPCInferenceService::Service {
 struct GrpcFrontend::Impl {
   ServerCore& core;
   int port;
+  int max_threads;
   std::mutex mu;
   std::unique_ptr<Service> service;
   std::unique_ptr<grpc::Server> server;
 };
 
-GrpcFrontend::GrpcFrontend(ServerCore& core, int port)
-    : impl_(new Impl{core, port, {}, nullptr, nullptr}) {}
+GrpcFrontend::GrpcFrontend(ServerCore& core, int port, int max_threads)
+    : impl_(new Impl{core, port, max_threads, {}, nullptr, nullptr}) {
+  KILN_CHECK(max_threads >= 2, "the gRPC frontend needs at least 2 threads, not ", max_threads);
+}
 
 GrpcFrontend::~GrpcFrontend() { Stop(); }
 
@@ -630,7 +767,7 @@ void GrpcFrontend::Start() {
   // silently share the port; a taken port must be an error instead.
   builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
   grpc::ResourceQuota quota("kiln_grpc");
-  quota.SetMaxThreads(kMaxThreads);
+  quota.SetMaxThreads(impl_->max_threads);
   builder.SetResourceQuota(quota);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   KILN_CHECK(server && bound_port > 0, "gRPC frontend cannot listen on ", address,

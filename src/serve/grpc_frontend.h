@@ -22,8 +22,17 @@ namespace kiln::serve {
 
 class GrpcFrontend {
  public:
+  // Upper bound on gRPC's handler threads (`kiln serve --grpc-max-threads`);
+  // beyond it calls fail with RESOURCE_EXHAUSTED ("Server Threadpool
+  // Exhausted") instead of the process running out of threads. A blocking
+  // infer call holds a thread until its reply, and a stream (ModelStreamInfer)
+  // holds one for as long as it is open, so the bound must exceed the number
+  // of concurrent clients. gRPC starts threads on demand: an unused bound
+  // costs nothing.
+  static constexpr int kDefaultMaxThreads = 1024;
+
   // port 0 picks a free port (see port() after Start()).
-  GrpcFrontend(ServerCore& core, int port);
+  GrpcFrontend(ServerCore& core, int port, int max_threads = kDefaultMaxThreads);
   ~GrpcFrontend();  // Stop()s.
   GrpcFrontend(const GrpcFrontend&) = delete;
   GrpcFrontend& operator=(const GrpcFrontend&) = delete;

@@ -28,11 +28,6 @@ using nlohmann::json;
 constexpr const char* kJson = "application/json";
 constexpr const char* kBinaryHeader = "Inference-Header-Content-Length";
 
-// Worker threads of the HTTP server. cpp-httplib runs one connection per
-// thread (keep-alive included) and an infer handler blocks until the core
-// answers, so the pool bounds how many requests can wait in a dynamic batch
-// at once: keep it well above a typical client concurrency.
-constexpr size_t kHttpThreads = 64;
 constexpr size_t kMetricsThreads = 2;
 
 // A reply other than 200, thrown inside a handler.
@@ -84,10 +79,12 @@ std::string Match(const httplib::Request& req, size_t i) {
 struct HttpFrontend::Impl {
   ServerCore& core;
   int requested_http_port, requested_metrics_port;
+  size_t thread_count = HttpFrontend::kDefaultThreadCount;
   int http_port = 0, metrics_port = 0;
   httplib::Server http, metrics;
   std::thread http_thread, metrics_thread;
   std::atomic<bool> http_done{false}, metrics_done{false};
+  std::atomic<int> http_listen_fd{-1}, metrics_listen_fd{-1};
   bool started = false;
 
   Impl(ServerCore& c, int hp, int mp) : core(c), requested_http_port(hp), requested_metrics_port(mp) {}
@@ -237,8 +234,86 @@ struct HttpFrontend::Impl {
     }
   }
 
+  // POST .../register's body: {"key": string, "offset": uint, "byte_size": uint}.
+  void RegisterSharedMemory(const std::string& name, const std::string& text) {
+    json body = OptionalJsonBody(text);
+    auto number = [&](const char* key, bool required) -> uint64_t {
+      auto it = body.find(key);
+      if (it == body.end() || it->is_null()) {
+        if (required) throw HttpError{400, std::string("register needs \"") + key + "\""};
+        return 0;
+      }
+      if (!it->is_number_unsigned() && !(it->is_number_integer() && it->template get<int64_t>() >= 0))
+        throw HttpError{400, std::string("\"") + key + "\" must be a non-negative integer"};
+      return it->template get<uint64_t>();
+    };
+    auto key = body.find("key");
+    if (key == body.end() || !key->is_string())
+      throw HttpError{400, "register needs a string \"key\" (the shm_open name)"};
+    Status status = core.RegisterSystemSharedMemory(name, key->template get<std::string>(),
+                                                    number("offset", false),
+                                                    number("byte_size", true));
+    if (!status.ok()) throw HttpError{HttpStatusOf(status.code), status.message};
+  }
+
+  void SharedMemoryRoutes() {
+    auto& s = http;
+    auto status = [this](const std::string& name, httplib::Response& res) {
+      std::vector<SharedMemoryRegionStatus> regions;
+      Status st = core.SystemSharedMemoryStatus(name, &regions);
+      if (!st.ok()) throw HttpError{HttpStatusOf(st.code), st.message};
+      ReplyJson(res, 200, SharedMemoryStatusJson(regions));
+    };
+    s.Get("/v2/systemsharedmemory/status",
+          Guard([status](const auto&, auto& res) { status("", res); }));
+    s.Get(R"(/v2/systemsharedmemory/region/([^/]+)/status)",
+          Guard([status](const auto& req, auto& res) { status(Match(req, 1), res); }));
+    s.Post(R"(/v2/systemsharedmemory/region/([^/]+)/register)",
+           GuardPost([this](const auto& req, const auto& text, auto& res) {
+             RegisterSharedMemory(Match(req, 1), text);
+             res.status = 200;
+           }));
+    auto unregister = [this](const std::string& name, const std::string& text,
+                             httplib::Response& res) {
+      OptionalJsonBody(text);
+      Status st = core.UnregisterSystemSharedMemory(name);
+      if (!st.ok()) throw HttpError{HttpStatusOf(st.code), st.message};
+      res.status = 200;
+    };
+    s.Post("/v2/systemsharedmemory/unregister",
+           GuardPost([unregister](const auto&, const auto& text, auto& res) {
+             unregister("", text, res);
+           }));
+    s.Post(R"(/v2/systemsharedmemory/region/([^/]+)/unregister)",
+           GuardPost([unregister](const auto& req, const auto& text, auto& res) {
+             unregister(Match(req, 1), text, res);
+           }));
+
+    // CUDA shared memory (cudaIPC handles) is not supported: no region can
+    // exist, so status lists none and unregister has nothing to do (clients
+    // such as perf_analyzer unregister everything at start); register fails.
+    s.Get("/v2/cudasharedmemory/status",
+          Guard([](const auto&, auto& res) { ReplyJson(res, 200, json::array()); }));
+    s.Get(R"(/v2/cudasharedmemory/region/([^/]+)/status)", Guard([](const auto& req, auto&) {
+      throw HttpError{404, "unable to find cuda shared memory region: '" + Match(req, 1) +
+                               "' (kiln does not support CUDA shared memory)"};
+    }));
+    s.Post(R"(/v2/cudasharedmemory/region/([^/]+)/register)",
+           GuardPost([](const auto& req, const auto&, auto&) {
+             throw HttpError{400, "cannot register cuda shared memory region '" + Match(req, 1) +
+                                      "': CUDA shared memory is not supported by kiln; use "
+                                      "system shared memory (v2/systemsharedmemory)"};
+           }));
+    s.Post(R"(/v2/cudasharedmemory(?:/region/([^/]+))?/unregister)",
+           GuardPost([](const auto&, const auto& text, auto& res) {
+             OptionalJsonBody(text);
+             res.status = 200;
+           }));
+  }
+
   void Routes() {
     auto& s = http;
+    SharedMemoryRoutes();
     s.Get("/v2/health/live", Guard([this](const auto&, auto& res) {
       bool live = core.Live();
       ReplyJson(res, live ? 200 : 503, {{"live", live}});
@@ -354,17 +429,19 @@ struct HttpFrontend::Impl {
   // cpp-httplib's default sets SO_REUSEPORT, which lets a second server bind
   // a port already in use and silently share its traffic: only reuse
   // TIME_WAIT addresses, so a taken port is a clear error.
-  static void SocketOptions(httplib::Server& s) {
-    s.set_socket_options([](auto sock) {
+  // Also records the listening socket in `listen_fd` (see Listen).
+  static void SocketOptions(httplib::Server& s, std::atomic<int>* listen_fd) {
+    s.set_socket_options([listen_fd](auto sock) {
       int yes = 1;
       setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof(yes));
+      *listen_fd = static_cast<int>(sock);
     });
   }
 
   void Configure() {
-    SocketOptions(http);
-    SocketOptions(metrics);
-    http.new_task_queue = [] { return new httplib::ThreadPool(kHttpThreads); };
+    SocketOptions(http, &http_listen_fd);
+    SocketOptions(metrics, &metrics_listen_fd);
+    http.new_task_queue = [n = thread_count] { return new httplib::ThreadPool(n); };
     if (core.options().max_request_bytes > 0) {
       http.set_payload_max_length(core.options().max_request_bytes);
     }
@@ -386,13 +463,18 @@ struct HttpFrontend::Impl {
   }
 
   static void Listen(httplib::Server& server, int requested, const char* what, int& bound,
-                     std::thread& thread, std::atomic<bool>& done) {
+                     std::thread& thread, std::atomic<bool>& done,
+                     const std::atomic<int>& listen_fd) {
     if (requested <= 0) return;
     KILN_CHECK(requested <= 65535, "invalid ", what, " port ", requested);
     if (!server.bind_to_port("0.0.0.0", requested)) {
       Fail("cannot listen for ", what, " on port ", requested,
            " (is another server using it?): ", std::strerror(errno));
     }
+    // Debian's libcpp-httplib listens with a backlog of 5 (its compiled-in
+    // CPPHTTPLIB_LISTEN_BACKLOG): hundreds of clients connecting at once
+    // overflow it and some connections fail. listen() again raises it.
+    if (listen_fd >= 0) ::listen(listen_fd, SOMAXCONN);
     bound = requested;
     done = false;
     thread = std::thread([&server, &done] {
@@ -407,8 +489,10 @@ struct HttpFrontend::Impl {
   }
 };
 
-HttpFrontend::HttpFrontend(ServerCore& core, int http_port, int metrics_port)
+HttpFrontend::HttpFrontend(ServerCore& core, int http_port, int metrics_port, int thread_count)
     : impl_(std::make_unique<Impl>(core, http_port, metrics_port)) {
+  KILN_CHECK(thread_count >= 1, "the HTTP frontend needs at least one thread, not ", thread_count);
+  impl_->thread_count = static_cast<size_t>(thread_count);
   impl_->Configure();
 }
 
@@ -419,9 +503,10 @@ void HttpFrontend::Start() {
   KILN_CHECK(!i.started, "the HTTP frontend was already started");
   i.started = true;
   try {
-    Impl::Listen(i.http, i.requested_http_port, "HTTP", i.http_port, i.http_thread, i.http_done);
+    Impl::Listen(i.http, i.requested_http_port, "HTTP", i.http_port, i.http_thread, i.http_done,
+                 i.http_listen_fd);
     Impl::Listen(i.metrics, i.requested_metrics_port, "metrics", i.metrics_port, i.metrics_thread,
-                 i.metrics_done);
+                 i.metrics_done, i.metrics_listen_fd);
   } catch (...) {
     Stop();
     throw;

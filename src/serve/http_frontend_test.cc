@@ -1,6 +1,7 @@
 // The HTTP frontend against a real ServerCore on loopback (cpp-httplib client),
 // and the KServe JSON layer on its own. The full tritonclient suite runs from
 // scripts/serve-test (tests/serve/test_http_client.py).
+#include "serve/serve_test_util.h"
 #include "serve/http_frontend.h"
 
 #include <gtest/gtest.h>
@@ -149,21 +150,7 @@ void WriteRepository(const fs::path& dir) {
       "instance_group": [{"count": 1, "kind": "KIND_CPU"}]})";
 }
 
-int FreePort() {
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  addr.sin_port = 0;
-  socklen_t len = sizeof(addr);
-  if (bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0 ||
-      getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
-    close(fd);
-    return 0;
-  }
-  close(fd);
-  return ntohs(addr.sin_port);
-}
+using testing::FreePort;
 
 class HttpFrontendTest : public ::testing::Test {
  protected:

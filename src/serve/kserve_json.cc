@@ -121,6 +121,30 @@ const json* ParametersOf(const std::string& what, const json& object) {
   return params;
 }
 
+// The shared memory parameters of an input or requested output that has
+// "shared_memory_region".
+SharedMemoryRef SharedMemoryRefFromJson(const std::string& what, const json& params) {
+  SharedMemoryRef ref;
+  const json* region = Find(params, "shared_memory_region");
+  KILN_CHECK(region && region->is_string() && !region->get<std::string>().empty(), what,
+             ": parameter \"shared_memory_region\" must be a region name (a non-empty string)");
+  ref.region = region->get<std::string>();
+  auto non_negative = [&](const char* key, bool required) -> uint64_t {
+    const json* v = Find(params, key);
+    if (!v || v->is_null()) {
+      KILN_CHECK(!required, what, " uses shared memory region '", ref.region,
+                 "' but has no parameter \"", key, "\"");
+      return 0;
+    }
+    KILN_CHECK(v->is_number_unsigned() || (v->is_number_integer() && v->get<int64_t>() >= 0),
+               what, ": parameter \"", key, "\" must be a non-negative integer, got ", v->dump());
+    return v->get<uint64_t>();
+  };
+  ref.byte_size = non_negative("shared_memory_byte_size", true);
+  ref.offset = non_negative("shared_memory_offset", false);
+  return ref;
+}
+
 json StatDuration(uint64_t count, uint64_t ns) { return {{"count", count}, {"ns", ns}}; }
 
 }  // namespace
@@ -286,12 +310,19 @@ ParsedInferRequest ParseInferRequest(std::string_view body, std::optional<size_t
       Fail(what, ": ", e.what());
     }
     const json* params = ParametersOf(what, in);
-    if (params) {
-      KILN_CHECK(!Find(*params, "shared_memory_region"), what,
-                 ": shared memory inputs are not supported by kiln");
-    }
     const json* binary_size = params ? Find(*params, "binary_data_size") : nullptr;
     const json* data = Find(in, "data");
+    if (const json* region = params ? Find(*params, "shared_memory_region") : nullptr;
+        region && !region->is_null()) {
+      KILN_CHECK(!data, what, " has both \"data\" and \"shared_memory_region\"");
+      KILN_CHECK(!binary_size || binary_size->is_null(), what,
+                 " has both \"binary_data_size\" and \"shared_memory_region\"");
+      KILN_CHECK(DTypeSize(dtype) > 0, what, ": datatype ", datatype->get<std::string>(),
+                 " is not supported");
+      CheckedNumel(what, dims);
+      req.shared_memory_inputs.push_back({n, dtype, dims, SharedMemoryRefFromJson(what, *params)});
+      continue;
+    }
     Tensor tensor;
     if (binary_size && !binary_size->is_null()) {
       KILN_CHECK(binary_size->is_number_integer() && binary_size->get<int64_t>() >= 0, what,
@@ -334,8 +365,10 @@ ParsedInferRequest ParseInferRequest(std::string_view body, std::optional<size_t
       const json* params = ParametersOf(what, out);
       std::optional<bool> binary_flag = BoolParameter(what, params, "binary_data");
       if (params) {
-        KILN_CHECK(!Find(*params, "shared_memory_region"), what,
-                   ": shared memory outputs are not supported by kiln");
+        if (const json* region = Find(*params, "shared_memory_region");
+            region && !region->is_null()) {
+          req.shared_memory_outputs.emplace_back(n, SharedMemoryRefFromJson(what, *params));
+        }
         const json* cls = Find(*params, "classification");
         KILN_CHECK(!cls || cls->is_null() || (cls->is_number_integer() && cls->get<int64_t>() == 0),
                    what, ": the classification extension is not supported by kiln");
@@ -356,7 +389,12 @@ FormattedResponse FormatInferResponse(const InferResponse& response, const Outpu
     json out = {{"name", name},
                 {"datatype", KServeDatatype(tensor.dtype())},
                 {"shape", tensor.dims()}};
-    if (format.BinaryFor(name)) {
+    if (auto shm = response.shared_memory_outputs.find(name);
+        shm != response.shared_memory_outputs.end()) {
+      // The data is in the region. Like Triton, no "parameters": Triton's
+      // C++ client (perf_analyzer) reads any output "parameters" as binary
+      // data and fails without "binary_data_size".
+    } else if (format.BinaryFor(name)) {
       out["parameters"] = {{"binary_data_size", tensor.nbytes()}};
       binary_tensors.push_back(&tensor);
     } else {
@@ -486,6 +524,15 @@ json RepositoryIndexJson(const std::vector<ServerCore::RepositoryEntry>& entries
     if (!e.state.empty()) item["state"] = e.state;
     if (!e.reason.empty()) item["reason"] = e.reason;
     list.push_back(std::move(item));
+  }
+  return list;
+}
+
+json SharedMemoryStatusJson(const std::vector<SharedMemoryRegionStatus>& regions) {
+  json list = json::array();
+  for (const SharedMemoryRegionStatus& r : regions) {
+    list.push_back(
+        {{"name", r.name}, {"key", r.key}, {"offset", r.offset}, {"byte_size", r.byte_size}});
   }
   return list;
 }

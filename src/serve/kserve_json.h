@@ -37,7 +37,10 @@ struct ParsedInferRequest {
   OutputFormat format;
 };
 
-// Parses an infer request body. `header_length` is the value of the
+// Parses an infer request body. Inputs and requested outputs with the shared
+// memory parameters ("shared_memory_region", "shared_memory_byte_size",
+// optional "shared_memory_offset") go to the request's shared_memory_inputs
+// / shared_memory_outputs. `header_length` is the value of the
 // Inference-Header-Content-Length header (nullopt: the whole body is JSON).
 // Throws kiln::Error naming what is wrong (malformed JSON, a missing field,
 // a data/shape mismatch, binary sizes that do not add up, ...).
@@ -57,7 +60,9 @@ struct FormattedResponse {
   bool binary = false;       // True: set Inference-Header-Content-Length.
 };
 // Formats a successful infer response (outputs in the order the core returns
-// them, binary ones appended after the JSON header in that same order).
+// them, binary ones appended after the JSON header in that same order;
+// outputs written to shared memory carry neither data nor parameters, as in
+// Triton).
 FormattedResponse FormatInferResponse(const InferResponse& response, const OutputFormat& format);
 
 // {"error": message}
@@ -76,6 +81,8 @@ nlohmann::json ModelStatsJson(const std::string& name, const std::string& versio
                               const ModelStats& stats);
 nlohmann::json RepositoryIndexJson(const std::vector<ServerCore::RepositoryEntry>& entries,
                                    bool ready_only);
+// The system shared memory status reply: [{"name", "key", "offset", "byte_size"}, ...].
+nlohmann::json SharedMemoryStatusJson(const std::vector<SharedMemoryRegionStatus>& regions);
 
 // "TYPE_FP32" for kFloat32 (Triton's model config data types).
 std::string TritonConfigDatatype(DType dtype);

@@ -1,13 +1,19 @@
 #include "serve/load_generator.h"
 
+#include <fcntl.h>
 #include <grpcpp/grpcpp.h>
 #include <httplib.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <cerrno>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <functional>
 #include <mutex>
 #include <optional>
@@ -113,6 +119,65 @@ std::string HttpFailure(const httplib::Result& res, const std::string& what) {
   return what + ": HTTP " + std::to_string(res->status) + ": " + message;
 }
 
+// One worker's system shared memory (--shared-memory system): a POSIX
+// object of its own (shm_open key /kiln_perf_<pid>_<n>) holding its inputs,
+// written once, followed by room for its outputs; registered with the server
+// as two regions, <tag>_input and <tag>_output.
+class WorkerSharedMemory {
+ public:
+  WorkerSharedMemory(const std::string& tag, size_t input_bytes, size_t output_bytes)
+      : key("/" + tag),
+        input_region(tag + "_input"),
+        output_region(tag + "_output"),
+        input_bytes(std::max<size_t>(input_bytes, 1)),
+        // Outputs start on a 64-byte boundary after the inputs.
+        output_offset((this->input_bytes + 63) / 64 * 64),
+        output_bytes(std::max<size_t>(output_bytes, 1)),
+        total_bytes(output_offset + this->output_bytes) {
+    const int fd = ::shm_open(key.c_str(), O_RDWR | O_CREAT | O_EXCL, S_IRUSR | S_IWUSR);
+    KILN_CHECK(fd >= 0, "cannot create shared memory object ", key, ": ", std::strerror(errno));
+    linked_ = true;
+    std::string error;
+    if (::ftruncate(fd, static_cast<off_t>(total_bytes)) != 0) {
+      error = std::string("cannot size it to ") + std::to_string(total_bytes) +
+              " bytes: " + std::strerror(errno);
+    } else {
+      void* base = ::mmap(nullptr, total_bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+      if (base == MAP_FAILED) {
+        error = std::string("cannot map it: ") + std::strerror(errno);
+      } else {
+        base_ = static_cast<uint8_t*>(base);
+      }
+    }
+    ::close(fd);
+    if (!error.empty()) {
+      Unlink();
+      Fail("shared memory object ", key, ": ", error);
+    }
+  }
+  ~WorkerSharedMemory() {
+    if (base_) ::munmap(base_, total_bytes);
+    Unlink();
+  }
+  WorkerSharedMemory(const WorkerSharedMemory&) = delete;
+  WorkerSharedMemory& operator=(const WorkerSharedMemory&) = delete;
+
+  // Once the server has mapped the object, its name is no longer needed:
+  // unlinking it then means a crash cannot leak it.
+  void Unlink() {
+    if (linked_) ::shm_unlink(key.c_str());
+    linked_ = false;
+  }
+  uint8_t* data() const { return base_; }
+
+  const std::string key, input_region, output_region;
+  const size_t input_bytes, output_offset, output_bytes, total_bytes;
+
+ private:
+  uint8_t* base_ = nullptr;
+  bool linked_ = false;
+};
+
 // One connection to the server, used by one thread at a time.
 class Client {
  public:
@@ -121,6 +186,34 @@ class Client {
   virtual bool Infer(std::string* error) = 0;
   // The model's statistics; nullopt when the server does not answer them.
   virtual std::optional<ModelStats> Stats() = 0;
+
+  // Registers the worker's shared memory regions with the server (throws
+  // kiln::Error with the server's answer); the client then owns `shm` and
+  // unregisters the regions when it is destroyed.
+  void UseSharedMemory(std::unique_ptr<WorkerSharedMemory> shm) {
+    shm_ = std::move(shm);
+    RegisterRegion(shm_->input_region, shm_->key, 0, shm_->input_bytes);
+    registered_.push_back(shm_->input_region);
+    RegisterRegion(shm_->output_region, shm_->key, shm_->output_offset, shm_->output_bytes);
+    registered_.push_back(shm_->output_region);
+    shm_->Unlink();
+  }
+
+ protected:
+  virtual void RegisterRegion(const std::string& name, const std::string& key, uint64_t offset,
+                              uint64_t byte_size) = 0;
+  // Best effort (the server may be gone): never throws.
+  virtual void UnregisterRegion(const std::string& name) noexcept = 0;
+  // Derived destructors call this while their connection still exists.
+  void ReleaseSharedMemory() noexcept {
+    for (const std::string& name : registered_) UnregisterRegion(name);
+    registered_.clear();
+    shm_.reset();
+  }
+
+ private:
+  std::unique_ptr<WorkerSharedMemory> shm_;
+  std::vector<std::string> registered_;
 };
 
 // The prepared request, built once and shared by every client.
@@ -163,6 +256,7 @@ class HttpClient : public Client {
     client_.set_read_timeout(seconds, usec);
     client_.set_write_timeout(seconds, usec);
   }
+  ~HttpClient() override { ReleaseSharedMemory(); }
 
   bool Infer(std::string* error) override {
     httplib::Result res = client_.Post(request_->path, request_->headers, request_->body,
@@ -179,6 +273,22 @@ class HttpClient : public Client {
       return StatsFromJson(json::parse(res->body));
     } catch (const std::exception&) {
       return std::nullopt;
+    }
+  }
+
+  void RegisterRegion(const std::string& name, const std::string& key, uint64_t offset,
+                      uint64_t byte_size) override {
+    const json body = {{"key", key}, {"offset", offset}, {"byte_size", byte_size}};
+    const std::string path = "/v2/systemsharedmemory/region/" + name + "/register";
+    httplib::Result res = client_.Post(path, body.dump(), "application/json");
+    KILN_CHECK(res && res->status == 200,
+               HttpFailure(res, "registering shared memory region '" + name + "'"));
+  }
+
+  void UnregisterRegion(const std::string& name) noexcept override {
+    try {
+      client_.Post("/v2/systemsharedmemory/region/" + name + "/unregister", "", "application/json");
+    } catch (...) {
     }
   }
 
@@ -217,6 +327,34 @@ class GrpcClient : public Client {
       : options_(options),
         request_(std::move(request)),
         stub_(pb::GRPCInferenceService::NewStub(MakeChannel(endpoint, index))) {}
+  ~GrpcClient() override { ReleaseSharedMemory(); }
+
+  void RegisterRegion(const std::string& name, const std::string& key, uint64_t offset,
+                      uint64_t byte_size) override {
+    grpc::ClientContext context;
+    context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+    pb::SystemSharedMemoryRegisterRequest request;
+    request.set_name(name);
+    request.set_key(key);
+    request.set_offset(offset);
+    request.set_byte_size(byte_size);
+    pb::SystemSharedMemoryRegisterResponse response;
+    const grpc::Status status = stub_->SystemSharedMemoryRegister(&context, request, &response);
+    KILN_CHECK(status.ok(), "registering shared memory region '", name, "': gRPC status ",
+               status.error_code(), ": ", status.error_message());
+  }
+
+  void UnregisterRegion(const std::string& name) noexcept override {
+    try {
+      grpc::ClientContext context;
+      context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+      pb::SystemSharedMemoryUnregisterRequest request;
+      request.set_name(name);
+      pb::SystemSharedMemoryUnregisterResponse response;
+      stub_->SystemSharedMemoryUnregister(&context, request, &response);
+    } catch (...) {
+    }
+  }
 
   bool Infer(std::string* error) override {
     grpc::ClientContext context;
@@ -296,10 +434,84 @@ struct LoadGenerator::Impl {
   int max_batch_size = 0;
   std::vector<TensorIO> inputs;
   std::shared_ptr<const PreparedRequest> request;
+  // --shared-memory system: the input values (written into each worker's
+  // region) and the outputs' names, datatypes and region sizes.
+  std::vector<Tensor> input_values;
+  struct OutputSlot {
+    std::string name;
+    size_t offset = 0, byte_size = 0;  // Within the worker's output region.
+  };
+  std::vector<OutputSlot> output_slots;
+  std::atomic<uint64_t> shared_memory_serial{0};
 
-  std::unique_ptr<Client> MakeClient(int index) const {
-    if (options.protocol == "grpc") return std::make_unique<GrpcClient>(endpoint, index, options, request);
-    return std::make_unique<HttpClient>(endpoint, options, request);
+  // A client of its own connection; `sends` false: statistics only.
+  std::unique_ptr<Client> MakeClient(int index, bool sends = true) {
+    if (!sends || options.shared_memory != "system") {
+      if (options.protocol == "grpc") return std::make_unique<GrpcClient>(endpoint, index, options, request);
+      return std::make_unique<HttpClient>(endpoint, options, request);
+    }
+    const std::string tag = "kiln_perf_" + std::to_string(::getpid()) + "_" +
+                            std::to_string(shared_memory_serial.fetch_add(1));
+    size_t input_bytes = 0, output_bytes = 0;
+    for (const Tensor& t : input_values) input_bytes += t.nbytes();
+    for (const OutputSlot& o : output_slots) output_bytes = std::max(output_bytes, o.offset + o.byte_size);
+    auto shm = std::make_unique<WorkerSharedMemory>(tag, input_bytes, output_bytes);
+    auto prepared = std::make_shared<PreparedRequest>(SharedMemoryRequest(*shm));
+    std::unique_ptr<Client> client;
+    if (options.protocol == "grpc") {
+      client = std::make_unique<GrpcClient>(endpoint, index, options, prepared);
+    } else {
+      client = std::make_unique<HttpClient>(endpoint, options, prepared);
+    }
+    client->UseSharedMemory(std::move(shm));
+    return client;
+  }
+
+  // The request of one worker whose inputs and outputs live in `shm`; writes
+  // the input values there.
+  PreparedRequest SharedMemoryRequest(const WorkerSharedMemory& shm) const {
+    PreparedRequest p;
+    p.grpc.set_model_name(options.model);
+    p.grpc.set_model_version(options.version);
+    json header = {{"inputs", json::array()}, {"outputs", json::array()}};
+    size_t offset = 0;
+    for (size_t i = 0; i < inputs.size(); ++i) {
+      const Tensor& t = input_values[i];
+      if (t.nbytes()) std::memcpy(shm.data() + offset, t.raw_data(), t.nbytes());
+      header["inputs"].push_back({{"name", inputs[i].name},
+                                  {"shape", inputs[i].dims},
+                                  {"datatype", KServeDatatype(inputs[i].dtype)},
+                                  {"parameters",
+                                   {{"shared_memory_region", shm.input_region},
+                                    {"shared_memory_byte_size", t.nbytes()},
+                                    {"shared_memory_offset", offset}}}});
+      pb::ModelInferRequest::InferInputTensor* g = p.grpc.add_inputs();
+      g->set_name(inputs[i].name);
+      g->set_datatype(KServeDatatype(inputs[i].dtype));
+      for (int64_t d : inputs[i].dims) g->add_shape(d);
+      auto& params = *g->mutable_parameters();
+      params["shared_memory_region"].set_string_param(shm.input_region);
+      params["shared_memory_byte_size"].set_int64_param(static_cast<int64_t>(t.nbytes()));
+      params["shared_memory_offset"].set_int64_param(static_cast<int64_t>(offset));
+      offset += t.nbytes();
+    }
+    for (const OutputSlot& o : output_slots) {
+      header["outputs"].push_back({{"name", o.name},
+                                   {"parameters",
+                                    {{"shared_memory_region", shm.output_region},
+                                     {"shared_memory_byte_size", o.byte_size},
+                                     {"shared_memory_offset", o.offset}}}});
+      pb::ModelInferRequest::InferRequestedOutputTensor* g = p.grpc.add_outputs();
+      g->set_name(o.name);
+      auto& params = *g->mutable_parameters();
+      params["shared_memory_region"].set_string_param(shm.output_region);
+      params["shared_memory_byte_size"].set_int64_param(static_cast<int64_t>(o.byte_size));
+      params["shared_memory_offset"].set_int64_param(static_cast<int64_t>(o.offset));
+    }
+    p.path = ModelPath(options) + "/infer";
+    p.body = header.dump();
+    p.content_type = "application/json";
+    return p;
   }
 
   // Metadata (name, datatype, shape per input) and max_batch_size from the server.
@@ -307,6 +519,7 @@ struct LoadGenerator::Impl {
     std::string name, datatype;
     std::vector<int64_t> shape;
   };
+  std::vector<InputMeta> output_metas;
   std::vector<InputMeta> ReadModel() {
     std::vector<InputMeta> metas;
     const std::string where = options.protocol + " server " + endpoint.host + ":" +
@@ -324,6 +537,8 @@ struct LoadGenerator::Impl {
                         "metadata of model '" + options.model + "'", where);
         for (const auto& in : r.inputs())
           metas.push_back({in.name(), in.datatype(), {in.shape().begin(), in.shape().end()}});
+        for (const auto& out : r.outputs())
+          output_metas.push_back({out.name(), out.datatype(), {out.shape().begin(), out.shape().end()}});
       }
       grpc::ClientContext context;
       context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
@@ -342,6 +557,10 @@ struct LoadGenerator::Impl {
         for (const json& in : meta.at("inputs"))
           metas.push_back({in.at("name").get<std::string>(), in.at("datatype").get<std::string>(),
                            in.at("shape").get<std::vector<int64_t>>()});
+        for (const json& out : meta.value("outputs", json::array()))
+          output_metas.push_back({out.at("name").get<std::string>(),
+                                  out.at("datatype").get<std::string>(),
+                                  out.at("shape").get<std::vector<int64_t>>()});
       } catch (const json::exception& e) {
         Fail(what, ": unexpected metadata: ", e.what());
       }
@@ -401,6 +620,7 @@ struct LoadGenerator::Impl {
       if (max_batch_size > 0) dims.insert(dims.begin(), options.batch_size);
       const Tensor t = RandomInput(dtype, dims, rng);
       inputs.push_back({m.name, dtype, dims});
+      input_values.push_back(t);
 
       json in = {{"name", m.name}, {"shape", dims}, {"datatype", m.datatype}};
       if (options.binary) {
@@ -429,6 +649,36 @@ struct LoadGenerator::Impl {
       prepared->content_type = "application/json";
     }
     request = std::move(prepared);
+    if (options.shared_memory == "system") PlanOutputSlots();
+  }
+
+  // Each output's place in a worker's output region: its size when the
+  // metadata gives every dim (the batch dim is the batch size), else
+  // options.output_shared_memory_size (perf_analyzer's
+  // --output-shared-memory-size).
+  void PlanOutputSlots() {
+    KILN_CHECK(!output_metas.empty(), "model '", options.model,
+               "' lists no outputs in its metadata, so --shared-memory has nothing to map");
+    size_t offset = 0;
+    for (const InputMeta& m : output_metas) {
+      size_t bytes = options.output_shared_memory_size;
+      DType dtype = DType::kUndefined;
+      try {
+        dtype = DTypeFromKServe(m.datatype);
+      } catch (const Error&) {
+        // Sized by the option below.
+      }
+      std::vector<int64_t> dims = m.shape;
+      if (max_batch_size > 0 && !dims.empty()) dims[0] = options.batch_size;
+      const bool known = DTypeSize(dtype) > 0 &&
+                         std::all_of(dims.begin(), dims.end(), [](int64_t d) { return d >= 0; });
+      if (known) {
+        bytes = DTypeSize(dtype);
+        for (int64_t d : dims) bytes *= static_cast<size_t>(d);
+      }
+      output_slots.push_back({m.name, offset, bytes});
+      offset += (std::max<size_t>(bytes, 1) + 63) / 64 * 64;
+    }
   }
 
   // Runs `threads` senders (each calls `send(index, client, lane, stop)`),
@@ -446,7 +696,7 @@ struct LoadGenerator::Impl {
     for (int i = 0; i < threads; ++i)
       senders.emplace_back([&, i] { send(i, *clients[static_cast<size_t>(i)], *lanes[static_cast<size_t>(i)], stop); });
 
-    std::unique_ptr<Client> control = MakeClient(threads);
+    std::unique_ptr<Client> control = MakeClient(threads, /*sends=*/false);
     const auto interval = std::chrono::milliseconds(std::max(1, options.measurement_interval_ms));
     const auto warmup = options.warmup_ms < 0 ? interval : std::chrono::milliseconds(options.warmup_ms);
     std::this_thread::sleep_for(warmup);
@@ -580,6 +830,12 @@ LoadGenerator::LoadGenerator(LoadOptions options) : impl_(std::make_unique<Impl>
   KILN_CHECK(options.batch_size >= 1, "batch size must be at least 1, not ", options.batch_size);
   KILN_CHECK(options.measurement_interval_ms >= 1, "the measurement interval must be positive");
   KILN_CHECK(options.request_timeout_ms >= 1, "the request timeout must be positive");
+  KILN_CHECK(options.shared_memory == "none" || options.shared_memory == "system",
+             "shared memory must be none or system, not '", options.shared_memory,
+             "' (CUDA shared memory is not supported)");
+  KILN_CHECK(options.shared_memory == "none" || !options.binary,
+             "--binary and --shared-memory system exclude each other: tensors travel either "
+             "in the request or in shared memory");
   impl_->endpoint = ParseUrl(options.url, options.protocol);
   impl_->options = std::move(options);
   impl_->Prepare();
@@ -667,7 +923,10 @@ std::string FormatLoadReport(const LoadGenerator& generator, const std::vector<S
   std::ostringstream out;
   out << "*** Measurement Settings ***\n"
       << "  Model: " << o.model << (o.version.empty() ? "" : " v" + o.version) << ", "
-      << o.protocol << (o.protocol == "http" ? (o.binary ? " (binary tensors)" : " (JSON tensors)") : "")
+      << o.protocol
+      << (o.shared_memory == "system" ? " (system shared memory)"
+          : o.protocol == "http"      ? (o.binary ? " (binary tensors)" : " (JSON tensors)")
+                                      : "")
       << " at " << o.url << "\n"
       << "  Batch size: " << o.batch_size << " (model max_batch_size " << generator.max_batch_size()
       << ")\n  Inputs:";
@@ -752,6 +1011,7 @@ std::string LoadReportJson(const LoadGenerator& generator, const std::vector<Ste
               {"url", o.url},
               {"protocol", o.protocol},
               {"binary", o.binary},
+              {"shared_memory", o.shared_memory},
               {"batch_size", o.batch_size},
               {"max_batch_size", generator.max_batch_size()},
               {"measurement_interval_ms", o.measurement_interval_ms},

@@ -34,6 +34,14 @@ struct LoadOptions {
   // (perf_analyzer's --shape).
   std::map<std::string, std::vector<int64_t>> shapes;
   bool binary = false;  // HTTP: binary tensor data extension for inputs and outputs.
+  // "system": every sender registers its own POSIX shared memory regions
+  // once (inputs written there once, outputs come back there) and its
+  // requests only reference them, as perf_analyzer --shared-memory system;
+  // the server must run on this host. "none": tensors travel in the requests.
+  std::string shared_memory = "none";
+  // Bytes reserved per output whose metadata has variable dims (besides the
+  // batch dim) in shared memory mode.
+  size_t output_shared_memory_size = 100 * 1024;
   int measurement_interval_ms = 2000;
   int warmup_ms = -1;  // -1: one measurement interval.
   int max_trials = 10;  // Measurement windows per step at most.

@@ -1,6 +1,7 @@
 // The load generator against a real kiln serve (ServerCore with the CPU
 // backend, HTTP and gRPC frontends on loopback): counts, throughput and
 // latencies agree with each other and with the server's own statistics.
+#include "serve/serve_test_util.h"
 #include "serve/load_generator.h"
 
 #include <gtest/gtest.h>
@@ -61,19 +62,7 @@ void WriteModel(const fs::path& repo, const std::string& name, int64_t dim) {
       "instance_group": [{"count": 1, "kind": "KIND_CPU"}]})";
 }
 
-int FreePort() {
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof(addr);
-  int port = 0;
-  if (bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0 &&
-      getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0)
-    port = ntohs(addr.sin_port);
-  close(fd);
-  return port;
-}
+using testing::FreePort;
 
 class LoadGeneratorTest : public ::testing::Test {
  protected:

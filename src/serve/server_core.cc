@@ -4,6 +4,8 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cstring>
+#include <limits>
 #include <condition_variable>
 #include <cstdio>
 #include <filesystem>
@@ -17,6 +19,7 @@
 #include "serve/backend.h"
 #include "serve/batcher.h"
 #include "serve/model_repository.h"
+#include "serve/shared_memory.h"
 
 namespace kiln::serve {
 
@@ -140,6 +143,90 @@ Status ValidateRequest(const InferRequest& r, const ModelConfig& c) {
   return {};
 }
 
+// A requested output that the core writes into a shared memory region.
+struct SharedMemoryOutput {
+  std::string name;
+  SharedMemoryRef ref;
+  std::shared_ptr<SharedMemoryRegion> region;  // Keeps it mapped until the reply.
+  uint8_t* data = nullptr;
+};
+
+// Turns the request's shared memory inputs into tensors (views of the mapped
+// regions, copies only when the bytes are misaligned for the dtype) and
+// resolves its shared memory outputs, checking sizes and bounds.
+Status ResolveSharedMemory(const SharedMemoryRegistry& registry, InferRequest& r,
+                           std::vector<SharedMemoryOutput>* outputs) {
+  for (const SharedMemoryInput& in : r.shared_memory_inputs) {
+    const std::string what = "input '" + in.name + "'";
+    const size_t element = DTypeSize(in.dtype);
+    if (element == 0)
+      return BadRequest(what + ": datatype " + KServeDatatype(in.dtype) + " is not supported");
+    uint64_t numel = 1;
+    for (int64_t d : in.dims) {
+      if (d < 0) return BadRequest(what + ": shape " + DimsToString(in.dims) + " has a negative dim");
+      if (d > 0 && numel > std::numeric_limits<uint64_t>::max() / 16 / static_cast<uint64_t>(d))
+        return BadRequest(what + ": shape " + DimsToString(in.dims) + " is too large");
+      numel *= static_cast<uint64_t>(d);
+    }
+    const uint64_t expected = numel * element;
+    if (in.ref.byte_size != expected)
+      return BadRequest(what + ": shared_memory_byte_size is " + std::to_string(in.ref.byte_size) +
+                        " bytes but " + KServeDatatype(in.dtype) + DimsToString(in.dims) +
+                        " needs " + std::to_string(expected));
+    std::shared_ptr<SharedMemoryRegion> region;
+    uint8_t* data = nullptr;
+    Status s = registry.Resolve(in.ref, what, &region, &data);
+    if (!s.ok()) return s;
+    Tensor t;
+    if (reinterpret_cast<uintptr_t>(data) % element == 0) {
+      t = Tensor::Borrow(in.dtype, in.dims, region, data);
+    } else {
+      t = Tensor(in.dtype, in.dims);
+      if (expected > 0) std::memcpy(t.raw_data(), data, expected);
+    }
+    r.inputs.emplace_back(in.name, std::move(t));
+  }
+  r.shared_memory_inputs.clear();
+  std::set<std::string> seen;
+  for (const auto& [name, ref] : r.shared_memory_outputs) {
+    const std::string what = "output '" + name + "'";
+    if (!seen.insert(name).second) return BadRequest(what + " is requested twice");
+    SharedMemoryOutput out{name, ref, nullptr, nullptr};
+    Status s = registry.Resolve(ref, what, &out.region, &out.data);
+    if (!s.ok()) return s;
+    if (std::find(r.requested_outputs.begin(), r.requested_outputs.end(), name) ==
+        r.requested_outputs.end())
+      r.requested_outputs.push_back(name);
+    outputs->push_back(std::move(out));
+  }
+  r.shared_memory_outputs.clear();
+  return {};
+}
+
+// Copies the outputs that go to shared memory into their regions; a region
+// too small for its output fails the response (as in Triton).
+void WriteSharedMemoryOutputs(const std::vector<SharedMemoryOutput>& targets, InferResponse& r) {
+  for (const SharedMemoryOutput& target : targets) {
+    auto it = std::find_if(r.outputs.begin(), r.outputs.end(),
+                           [&](const auto& o) { return o.first == target.name; });
+    if (it == r.outputs.end()) {
+      r.status = {StatusCode::kInternal,
+                  "the model produced no output '" + target.name + "' for shared memory"};
+      return;
+    }
+    const Tensor& t = it->second;
+    if (t.nbytes() > target.ref.byte_size) {
+      r.status = BadRequest("shared memory size specified with the request for output '" +
+                            target.name + "' (" + std::to_string(target.ref.byte_size) +
+                            " bytes) should be at least " + std::to_string(t.nbytes()) +
+                            " bytes to hold the results");
+      return;
+    }
+    if (t.nbytes() > 0) std::memcpy(target.data, t.raw_data(), t.nbytes());
+    r.shared_memory_outputs[target.name] = target.ref;
+  }
+}
+
 bool IsSafeModelName(const std::string& name) {
   return !name.empty() && name != "." && name != ".." && name.find('/') == std::string::npos &&
          name.find('\\') == std::string::npos && name.find('\0') == std::string::npos;
@@ -176,6 +263,7 @@ struct ServerCore::Impl {
   std::map<std::string, ModelEntry> models;  // Every model ever loaded or tried.
   std::mutex load_mu;                        // Serializes Load/Unload.
   std::atomic<bool> shutting_down{false};
+  SharedMemoryRegistry shared_memory;  // The system shared memory extension's regions.
 
   void Log(const std::string& line) const {
     if (options.log) options.log(line);
@@ -324,7 +412,21 @@ bool ServerCore::Ready() const { return !impl_->shutting_down; }
 std::string ServerCore::ServerVersion() const { return "0.1.0"; }
 std::vector<std::string> ServerCore::Extensions() const {
   return {"binary_tensor_data", "model_repository", "model_configuration",
-          "statistics"};
+          "statistics", "system_shared_memory"};
+}
+
+Status ServerCore::RegisterSystemSharedMemory(const std::string& name, const std::string& key,
+                                              uint64_t offset, uint64_t byte_size) {
+  return impl_->shared_memory.Register(name, key, offset, byte_size);
+}
+
+Status ServerCore::SystemSharedMemoryStatus(const std::string& name,
+                                            std::vector<SharedMemoryRegionStatus>* regions) const {
+  return impl_->shared_memory.GetStatus(name, regions);
+}
+
+Status ServerCore::UnregisterSystemSharedMemory(const std::string& name) {
+  return impl_->shared_memory.Unregister(name);
 }
 const ServerOptions& ServerCore::options() const { return impl_->options; }
 void ServerCore::BeginShutdown() { impl_->shutting_down = true; }
@@ -426,10 +528,18 @@ void ServerCore::InferAsync(InferRequest request, Callback done) {
     batcher = e.batcher;
     stats = e.stats;
   }
-  Status s = ValidateRequest(request, *config);
+  std::vector<SharedMemoryOutput> shared_memory_outputs;
+  Status s = ResolveSharedMemory(impl_->shared_memory, request, &shared_memory_outputs);
+  if (s.ok()) s = ValidateRequest(request, *config);
   if (!s.ok()) {
     stats->AddFailure(request.received);
     return fail(s.code, s.message);
+  }
+  if (!shared_memory_outputs.empty()) {
+    done = [targets = std::move(shared_memory_outputs), done = std::move(done)](InferResponse r) {
+      if (r.status.ok()) WriteSharedMemoryOutputs(targets, r);
+      if (done) done(std::move(r));
+    };
   }
   batcher->Enqueue(std::move(request), std::move(done));
 }

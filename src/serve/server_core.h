@@ -63,6 +63,27 @@ struct ModelConfig {
   std::string raw_json;  // The config as loaded (returned by the config API).
 };
 
+// Triton's system shared memory extension: where a tensor's bytes live in a
+// registered region (ServerCore::RegisterSystemSharedMemory).
+struct SharedMemoryRef {
+  std::string region;
+  uint64_t offset = 0;  // Within the region.
+  uint64_t byte_size = 0;
+};
+
+struct SharedMemoryRegionStatus {
+  std::string name, key;  // key: the shm_open name of the memory object.
+  uint64_t offset = 0, byte_size = 0;
+};
+
+// An input whose data is in shared memory (the core reads it from there).
+struct SharedMemoryInput {
+  std::string name;
+  DType dtype = DType::kUndefined;
+  std::vector<int64_t> dims;
+  SharedMemoryRef ref;  // byte_size must equal the tensor's size.
+};
+
 struct InferRequest {
   std::string model;
   std::string version;  // "" = latest.
@@ -73,12 +94,22 @@ struct InferRequest {
   // When the frontend received the request (the start of the request duration
   // in the statistics); left default, ServerCore::InferAsync sets it.
   std::chrono::steady_clock::time_point received{};
+  // Shared memory extension: inputs given as region references (the core
+  // adds them to `inputs` as views of the mapped region), and requested
+  // outputs (also listed in requested_outputs) that the core writes into a
+  // region instead of returning them.
+  std::vector<SharedMemoryInput> shared_memory_inputs;
+  std::vector<std::pair<std::string, SharedMemoryRef>> shared_memory_outputs;
 };
 
 struct InferResponse {
   Status status;
   std::string model, version, id;
   std::vector<std::pair<std::string, Tensor>> outputs;
+  // Outputs already written into shared memory, by name: they stay in
+  // `outputs` (for their datatype and shape), and frontends answer them
+  // without data (gRPC adds these parameters and an empty raw entry).
+  std::map<std::string, SharedMemoryRef> shared_memory_outputs;
 };
 
 // Triton's statistics: request counts with cumulative steady_clock durations.
@@ -138,6 +169,19 @@ class ServerCore {
   using Callback = std::function<void(InferResponse)>;
   void InferAsync(InferRequest request, Callback done);
   InferResponse Infer(InferRequest request);
+
+  // System shared memory extension (Triton's): regions are POSIX shared
+  // memory objects the client created (shm_open `key`), mapped read/write.
+  // Register: kBadRequest for a duplicate name, a zero size or a window past
+  // the object's end; kNotFound when no object has that key. Status and
+  // Unregister take "" for every region; Status of an unknown name is
+  // kNotFound, Unregister of one succeeds (as in Triton). A region that
+  // requests in flight use stays mapped until they finish.
+  Status RegisterSystemSharedMemory(const std::string& name, const std::string& key,
+                                    uint64_t offset, uint64_t byte_size);
+  Status SystemSharedMemoryStatus(const std::string& name,
+                                  std::vector<SharedMemoryRegionStatus>* regions) const;
+  Status UnregisterSystemSharedMemory(const std::string& name);
 
   // Prometheus text exposition of every model's counters.
   std::string MetricsText() const;

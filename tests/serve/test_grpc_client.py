@@ -18,22 +18,14 @@ import numpy as np
 import tritonclient.grpc as grpcclient
 from tritonclient.grpc import model_config_pb2
 from tritonclient.utils import InferenceServerException
+from serve_common import random_x, reference, run_module
 
 URL = os.environ.get("KILN_SERVE_GRPC_URL") or os.environ.get("KILN_GRPC_URL") or "127.0.0.1:8001"
-REFERENCE = os.environ.get("KILN_SERVE_REFERENCE", "")
 TIMEOUT_S = 30.0
 PROTO = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "third_party",
                      "kserve", "grpc_service.proto")
 
 
-def reference(x):
-    W = np.load(os.path.join(REFERENCE, "W.npy"))
-    B = np.load(os.path.join(REFERENCE, "B.npy"))
-    return np.maximum(x @ W + B, 0).astype(np.float32), (x * 2).astype(np.float32)
-
-
-def random_x(batch, seed):
-    return np.random.default_rng(seed).uniform(-1, 1, (batch, 16)).astype(np.float32)
 
 
 def dense_inputs(x):
@@ -364,13 +356,7 @@ class GrpcClientTest(unittest.TestCase):
 
 
 def main():
-    suite = unittest.defaultTestLoader.loadTestsFromModule(sys.modules[__name__])
-    result = unittest.TextTestRunner(verbosity=2).run(suite)
-    failed = len(result.failures) + len(result.errors) + len(result.unexpectedSuccesses)
-    skipped = len(result.skipped)
-    passed = result.testsRun - failed - skipped
-    print(f"RESULT passed={passed} failed={failed} skipped={skipped}")
-    return 0 if failed == 0 else 1
+    return run_module(__name__)
 
 
 if __name__ == "__main__":

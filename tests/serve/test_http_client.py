@@ -17,21 +17,13 @@ import urllib.request
 import numpy as np
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
+from serve_common import random_x, reference, run_module
 
 URL = os.environ.get("KILN_SERVE_HTTP_URL", "127.0.0.1:8000")
 METRICS_URL = os.environ.get("KILN_SERVE_METRICS_URL", "127.0.0.1:8002")
-REFERENCE = os.environ.get("KILN_SERVE_REFERENCE", "")
 TIMEOUT_S = 30.0
 
 
-def reference(x):
-    W = np.load(os.path.join(REFERENCE, "W.npy"))
-    B = np.load(os.path.join(REFERENCE, "B.npy"))
-    return np.maximum(x @ W + B, 0).astype(np.float32), (x * 2).astype(np.float32)
-
-
-def random_x(batch, seed):
-    return np.random.default_rng(seed).uniform(-1, 1, (batch, 16)).astype(np.float32)
 
 
 def dense_inputs(x, binary):
@@ -287,13 +279,7 @@ class HttpClientTest(unittest.TestCase):
 
 
 def main():
-    suite = unittest.defaultTestLoader.loadTestsFromModule(sys.modules[__name__])
-    result = unittest.TextTestRunner(verbosity=2).run(suite)
-    failed = len(result.failures) + len(result.errors) + len(result.unexpectedSuccesses)
-    skipped = len(result.skipped)
-    passed = result.testsRun - failed - skipped
-    print(f"RESULT passed={passed} failed={failed} skipped={skipped}")
-    return 0 if failed == 0 else 1
+    return run_module(__name__)
 
 
 if __name__ == "__main__":

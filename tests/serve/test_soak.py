@@ -36,6 +36,7 @@ import numpy as np
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
+from serve_common import run_module
 
 HTTP_URL = os.environ.get("KILN_SERVE_HTTP_URL", "127.0.0.1:8000")
 GRPC_URL = os.environ.get("KILN_SERVE_GRPC_URL", "127.0.0.1:8001")
@@ -381,13 +382,7 @@ class SoakTest(unittest.TestCase):
 
 
 def main():
-    suite = unittest.defaultTestLoader.loadTestsFromModule(sys.modules[__name__])
-    result = unittest.TextTestRunner(verbosity=2).run(suite)
-    failed = len(result.failures) + len(result.errors) + len(result.unexpectedSuccesses)
-    skipped = len(result.skipped)
-    passed = result.testsRun - failed - skipped
-    print(f"RESULT passed={passed} failed={failed} skipped={skipped}")
-    return 0 if failed == 0 else 1
+    return run_module(__name__)
 
 
 if __name__ == "__main__":

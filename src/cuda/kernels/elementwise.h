@@ -7,7 +7,12 @@
 //     integer and bool, uint64 for uint64), each input converted from its own
 //     dtype and the result converted to the output dtype (casts included);
 //   * the fused kernel: a small register program (KilnElementwise, see
-//     src/builder/fuse_elementwise.h) evaluated in float32 per element.
+//     src/builder/fuse_elementwise.h) evaluated in float32 per element by
+//     an interpreter; elementwise_codegen.h instead compiles each program
+//     (flat indexing) into a straight-line kernel with NVRTC.
+//
+// The per-op math is in elementwise_ops.cuh (shared with the generated
+// kernels), the op codes in elementwise_op_codes.h.
 //
 // Both walk the output in its physical (memory) order. Broadcasting is
 // described by EwIndexing: the output's physical dims and, per input, the
@@ -23,97 +28,13 @@
 #include <cstdint>
 #include <vector>
 
+#include "cuda/kernels/elementwise_op_codes.h"
 #include "kiln/tensor.h"
 
 namespace kiln::gpu::ew {
 
 constexpr int kMaxRank = 8;
 constexpr int kMaxInputs = 8;
-
-// Operation codes. The numeric values are part of the KilnElementwise node
-// encoding (engine files store them): never renumber, only append.
-enum class Op : int32_t {
-  // Unary (input 0; p0/p1 are attribute parameters).
-  kIdentity = 0,
-  kRelu = 1,
-  kLeakyRelu = 2,     // p0 = alpha
-  kSigmoid = 3,
-  kHardSigmoid = 4,   // p0 = alpha, p1 = beta
-  kHardSwish = 5,
-  kTanh = 6,
-  kElu = 7,           // p0 = alpha
-  kSelu = 8,          // p0 = alpha, p1 = gamma
-  kCelu = 9,          // p0 = alpha
-  kGeluErf = 10,
-  kGeluTanh = 11,
-  kErf = 12,
-  kExp = 13,
-  kLog = 14,
-  kSqrt = 15,
-  kReciprocal = 16,
-  kNeg = 17,
-  kAbs = 18,
-  kSin = 19,
-  kCos = 20,
-  kFloor = 21,
-  kCeil = 22,
-  kRound = 23,        // half to even
-  kSign = 24,
-  kSoftplus = 25,
-  kSoftsign = 26,
-  kMish = 27,
-  kThresholdedRelu = 28,  // p0 = alpha
-  kIsNaN = 29,        // 1/0
-  kIsInf = 30,        // p0 != 0: detect +inf, p1 != 0: detect -inf
-  kNot = 31,          // x == 0
-  kBitwiseNot = 32,   // integers only
-  kClipConst = 33,    // clamp to [p0, p1] (lower bound first)
-  kLastUnary = 33,
-
-  // Binary (inputs 0, 1); Add/Mul/Max/Min also fold more inputs left to right.
-  kAdd = 40,
-  kSub = 41,
-  kMul = 42,
-  kDiv = 43,
-  kPow = 44,
-  kFmod = 45,         // C fmod / remainder with the dividend's sign
-  kMod = 46,          // integer remainder with the divisor's sign (Python %)
-  kMax = 47,          // NaN-propagating
-  kMin = 48,
-  kEqual = 49,
-  kLess = 50,
-  kGreater = 51,
-  kLessOrEqual = 52,
-  kGreaterOrEqual = 53,
-  kAnd = 54,
-  kOr = 55,
-  kXor = 56,
-  kBitwiseAnd = 57,
-  kBitwiseOr = 58,
-  kBitwiseXor = 59,
-  kPRelu = 60,        // a < 0 ? b * a : a
-  kClipLow = 61,      // a < b ? b : a   (Clip's lower bound)
-  kClipHigh = 62,     // a > b ? b : a   (Clip's upper bound)
-  kLastBinary = 62,
-
-  // Ternary.
-  kWhere = 70,        // a != 0 ? b : c
-  kClip = 71,         // ClipHigh(ClipLow(a, b), c)
-  kMulAdd = 72,       // a * b + c, rounded after each operation (no FMA)
-  kQuantize = 73,     // saturate(round_half_even(a / b) + c) to [p0, p1], NaN -> 0
-  kDequantize = 74,   // (a - c) * b
-  kLastTernary = 74,
-};
-
-inline bool IsUnaryOp(Op op) { return static_cast<int>(op) <= static_cast<int>(Op::kLastUnary); }
-inline bool IsBinaryOp(Op op) {
-  return static_cast<int>(op) >= static_cast<int>(Op::kAdd) &&
-         static_cast<int>(op) <= static_cast<int>(Op::kLastBinary);
-}
-inline bool IsTernaryOp(Op op) {
-  return static_cast<int>(op) >= static_cast<int>(Op::kWhere) &&
-         static_cast<int>(op) <= static_cast<int>(Op::kLastTernary);
-}
 
 // The type the N-ary kernel computes in.
 enum class Compute : int32_t { kFloat32 = 0, kFloat64 = 1, kInt64 = 2, kUInt64 = 3 };

@@ -4,21 +4,29 @@
 // fused KilnElementwise program (src/builder/fuse_elementwise.h).
 //
 // Every layer is one or a few launches of the kernels in
-// cuda/kernels/elementwise.h. Creation turns each operand into element
-// strides along the output's physical dims: the operand's logical dims are
-// right-aligned to the output's (numpy broadcasting; legacy and per-axis
-// forms are first rewritten as such dims), each operand's strides follow its
-// own layout (row-major, or NHWC for rank-4 operands), and the output's
-// physical order is N,H,W,C when it is NHWC. So every layer accepts NHWC.
+// cuda/kernels/elementwise.h (KilnElementwise: of a kernel generated for its
+// program, cuda/kernels/elementwise_codegen.h, where possible; the layer's
+// TacticName() says "codegen" or "interpreter"). Creation turns each
+// operand into element strides along the output's physical dims: the
+// operand's logical dims are right-aligned to the output's (numpy
+// broadcasting; legacy and per-axis forms are first rewritten as such dims),
+// each operand's strides follow its own layout (row-major, or NHWC for rank-4
+// operands), and the output's physical order is N,H,W,C when it is NHWC. So
+// every layer accepts NHWC.
 #include <cmath>
+#include <cstdio>
 #include <cstring>
 #include <limits>
 #include <memory>
+#include <mutex>
+#include <set>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "cuda/cuda_check.h"
 #include "cuda/kernels/elementwise.h"
+#include "cuda/kernels/elementwise_codegen.h"
 #include "cuda/layer.h"
 #include "ops/registry.h"
 
@@ -636,23 +644,73 @@ std::unique_ptr<Layer> CreateBatchNorm(const LayerInit& init) {
 
 // ---- KilnElementwise ----
 
+// Runs the program as a generated straight-line kernel (elementwise_codegen.h)
+// where one could be compiled at creation, else in the interpreter.
 class FusedLayer : public Layer {
  public:
-  FusedLayer(DType dtype, ew::Program program, ew::Indexing indexing, int num_inputs)
-      : dtype_(dtype), program_(program), indexing_(indexing), num_inputs_(num_inputs) {}
+  FusedLayer(std::string name, DType dtype, ew::Program program, ew::Indexing indexing,
+             int num_inputs, std::shared_ptr<const ew::FusedCodegenKernel> codegen)
+      : name_(std::move(name)),
+        dtype_(dtype),
+        program_(program),
+        indexing_(indexing),
+        num_inputs_(num_inputs),
+        codegen_(std::move(codegen)) {}
+
+  std::string TacticName() const override { return codegen_ ? "codegen" : "interpreter"; }
 
   void Enqueue(const LaunchArgs& args) const override {
     ew::Pointers p;
     for (int k = 0; k < num_inputs_; ++k) p.in[k] = args.inputs[static_cast<size_t>(k)];
-    ew::LaunchFused(dtype_, program_, indexing_, p, args.outputs[0], args.stream);
+    try {
+      if (codegen_) {
+        codegen_->Launch(indexing_, p, args.outputs[0], args.stream);
+      } else {
+        ew::LaunchFused(dtype_, program_, indexing_, p, args.outputs[0], args.stream);
+      }
+    } catch (const Error& e) {
+      Fail(name_, " on GPU (", TacticName(), "): ", e.what());
+    }
   }
 
  private:
+  std::string name_;
   DType dtype_;
   ew::Program program_;
   ew::Indexing indexing_;
   int num_inputs_;
+  std::shared_ptr<const ew::FusedCodegenKernel> codegen_;  // nullptr: the interpreter.
 };
+
+// Says once per distinct reason on stderr why fused programs run in the
+// interpreter instead of generated kernels.
+void NoteInterpreterFallback(const std::string& reason) {
+  static std::mutex mutex;
+  static auto* reported = new std::set<std::string>;
+  std::lock_guard<std::mutex> lock(mutex);
+  if (!reported->insert(reason).second) return;
+  std::fprintf(stderr, "kiln: KilnElementwise runs in the interpreter: %s\n", reason.c_str());
+}
+
+// The generated kernel for this program, or nullptr (interpreter) when code
+// generation is off, unavailable, not applicable (strided indexing) or fails.
+std::shared_ptr<const ew::FusedCodegenKernel> TryCodegen(const LayerInit& init, DType dtype,
+                                                         const ew::Program& program,
+                                                         const ew::Indexing& indexing) {
+  if (!ew::CodegenSupports(indexing)) return nullptr;  // By design: no message.
+  const std::string unavailable = ew::CodegenUnavailableReason();
+  if (!unavailable.empty()) {
+    NoteInterpreterFallback(unavailable);
+    return nullptr;
+  }
+  try {
+    return ew::GetFusedCodegenKernel(dtype, program, indexing);
+  } catch (const Error& e) {
+    NoteInterpreterFallback("code generation failed for " + init.node.Describe() + ": " +
+                            e.what());
+    return nullptr;
+  }
+}
 
 std::unique_ptr<Layer> CreateFused(const LayerInit& init) {
   CheckOutput(init);
@@ -721,8 +779,10 @@ std::unique_ptr<Layer> CreateFused(const LayerInit& init) {
   KILN_LAYER_CHECK(init, out_reg >= 0 && out_reg < ew::kMaxRegisters && (defined >> out_reg & 1u),
                    "program output register ", out_reg, " is never written");
   prog.output = static_cast<int>(out_reg);
-  return std::make_unique<FusedLayer>(dtype, prog, BuildIndexing(init, init.outputs[0], operands),
-                                      n);
+  const ew::Indexing indexing = BuildIndexing(init, init.outputs[0], operands);
+  std::shared_ptr<const ew::FusedCodegenKernel> codegen = TryCodegen(init, dtype, prog, indexing);
+  return std::make_unique<FusedLayer>(init.node.Describe(), dtype, prog, indexing, n,
+                                      std::move(codegen));
 }
 
 void Add(GpuLayerRegistry& registry, const char* op, LayerFactory create) {

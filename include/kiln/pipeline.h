@@ -11,8 +11,11 @@
 // life); a batch holds a slot from Submit until its callback returns, so at most
 // `slots` batches are in flight and Submit blocks (backpressure) instead of
 // queueing without bound. Inputs are copied from the caller's memory (pageable
-// is fine) into the slot before Submit returns. Images (uint8 NHWC) are cast,
-// normalized and transposed to the engine's NCHW input on the GPU.
+// is fine) into the slot before Submit returns (by several threads for big
+// batches). Images (uint8 NHWC) are cast, normalized and transposed to the
+// engine's NCHW input on the GPU. An engine with optimization profiles takes
+// tensors of any dims its profiles cover, batch by batch (buffers are sized
+// for the largest); each context switches shapes as batches arrive.
 //
 // Errors: a bad input is rejected by Submit (kiln::Error) without using a slot;
 // a callback that throws fails only its own result (reported through
@@ -51,6 +54,13 @@ struct PipelineConfig {
   bool async_output = true;   // output callbacks on a pipeline thread; off: on the Submit caller
   bool cuda_graph = false;    // replay each inference as a CUDA Graph
   int contexts = 1;           // execution contexts, each on its own streams and host thread
+  // Host threads that copy each submitted batch into its slot's staging (one
+  // thread's memcpy is slower than PCIe). 0: automatic (half the hardware
+  // threads, at most 8).
+  int staging_threads = 0;
+  // Records every batch's host stages (steady clock) and device stages (CUDA
+  // events) for WriteTimeline. Off for timed runs: timing events cost a little.
+  bool record_timeline = false;
   // Image normalization: (x / 255 - mean[c]) / std[c] (ImageNet defaults).
   std::vector<float> mean = {0.485f, 0.456f, 0.406f};
   std::vector<float> std = {0.229f, 0.224f, 0.225f};
@@ -104,6 +114,11 @@ class Pipeline {
   // and its buffers (per batch in flight when buffers are not reused); engine
   // weights excluded.
   size_t DeviceMemoryBytes() const;
+  // Writes the recorded timeline (record_timeline) as a Chrome trace JSON
+  // (ui.perfetto.dev, chrome://tracing): rows for the submitting thread, each
+  // lane's launch thread and copy-in/compute/copy-out streams, and the
+  // delivery thread. Throws when nothing was recorded.
+  void WriteTimeline(const std::string& path) const;
 
  private:
   Pipeline(std::unique_ptr<pipeline::Stages> stages, const PipelineConfig& config,

@@ -245,11 +245,14 @@ void AddBenchCommand(CLI::App& app, int& exit_code) {
   auto ablation = std::make_shared<AblationFlags>();  // --ablation (bench_ablation.cc)
   cmd->add_flag("--ablation", ablation->on, "The pipeline optimization ladder, step by step, in one table");
   cmd->add_option("--batches", ablation->batches, "Batches per --ablation step")->capture_default_str();
+  cmd->add_option("--timeline", ablation->timeline,
+                  "With --ablation: record each step's timeline (host threads, copy/compute streams) as "
+                  "Chrome trace JSON <PREFIX>_step<N>.json for ui.perfetto.dev (recording costs a little)");
   cmd->callback([o, modes, ablation, &exit_code] {
     if (ablation->on) {
       exit_code = RunBenchAblation({o->model, o->flags, o->batch, o->iterations, o->warmup,
                                     o->cuda_graph, o->profile, o->json_path},
-                                   ablation->batches);
+                                   *ablation);
       return;
     }
     if (modes->active()) {

@@ -1,9 +1,13 @@
 // `kiln bench --ablation`: the textbook optimization ladder of continuous
 // inference, measured one step on top of the previous with kiln::Pipeline
 // (the same code, features switched on one by one; pipeline/ladder.h), the
-// same batch count and inputs for every step, in one table. Then the
-// end-to-end line: the pipeline fed pageable uint8 NHWC images (GPU
-// preprocessing, best config) against the engine's device-only throughput.
+// same batch count and inputs for every step, in one table. Step 9
+// (optimization profiles) needs batches of different sizes: it runs a mixed
+// stream of batch sizes on an engine with two profiles and compares with
+// step 8's config on the same stream, where the static engine pads every
+// batch to the full size. Then the end-to-end line: the pipeline fed pageable
+// uint8 NHWC images (GPU preprocessing, best config) against the engine's
+// device-only throughput.
 #include "cli/bench_ablation.h"
 
 #include <algorithm>
@@ -12,7 +16,9 @@
 #include <cstdio>
 #include <fstream>
 #include <iomanip>
+#include <cstring>
 #include <iostream>
+#include <map>
 #include <random>
 #include <sstream>
 
@@ -90,15 +96,19 @@ struct StepResult {
   size_t device_bytes = 0;
   size_t sink_bytes = 0;
   int64_t failed_batches = 0;
+  double vs_previous_override = -1;  // Step 9: against step 8 on the same (mixed) stream.
 };
 
 int WarmupBatches(int batches) { return std::clamp(batches / 8, 1, 8); }
 
-// Runs `batches` batches through a pipeline and times the deliveries after
-// the warm-up ones. `submit(pipeline, i)` submits batch i.
+// Runs `samples.size()` batches through a pipeline and times the deliveries
+// after the first `warmup`. `submit(pipeline, i)` submits batch i, which
+// carries samples[i] real samples.
 template <typename SubmitFn>
-StepResult RunPipeline(const Engine& engine, const PipelineConfig& config, int batches, int64_t batch,
-                       SubmitFn submit) {
+StepResult RunPipeline(const Engine& engine, PipelineConfig config, int warmup,
+                       const std::vector<int64_t>& samples, SubmitFn submit, const std::string& timeline = "") {
+  config.record_timeline = !timeline.empty();
+  const int batches = static_cast<int>(samples.size());
   StepResult result;
   std::vector<Clock::time_point> delivered(static_cast<size_t>(batches));
   TopFiveSink sink;
@@ -113,14 +123,15 @@ StepResult RunPipeline(const Engine& engine, const PipelineConfig& config, int b
     });
     for (int i = 0; i < batches; ++i) submit(*pipeline, i);
     pipeline->Flush();
+    if (!timeline.empty()) pipeline->WriteTimeline(timeline);
     result.device_bytes = engine.info().weight_bytes + pipeline->DeviceMemoryBytes();
   }
-  const int warmup = WarmupBatches(batches);
   result.ms = std::chrono::duration<double, std::milli>(delivered.back() -
                                                         delivered[static_cast<size_t>(warmup - 1)])
                   .count();
-  result.samples_per_s =
-      result.ms > 0 ? static_cast<double>((batches - warmup) * batch) / (result.ms / 1e3) : 0;
+  int64_t timed_samples = 0;
+  for (int i = warmup; i < batches; ++i) timed_samples += samples[static_cast<size_t>(i)];
+  result.samples_per_s = result.ms > 0 ? static_cast<double>(timed_samples) / (result.ms / 1e3) : 0;
   result.sink_bytes = sink.bytes();
   return result;
 }
@@ -150,6 +161,32 @@ nlohmann::json ConfigJson(const PipelineConfig& c) {
           {"contexts", c.contexts}};
 }
 
+// Step 9's stream: batch sizes as a server's batcher or a video pipeline
+// produces them, repeated.
+std::vector<int64_t> MixedBatchSizes(int64_t batch) {
+  std::vector<int64_t> sizes;
+  for (int64_t s : {batch, batch / 2, batch / 8, int64_t{1}, batch / 4, batch, batch / 16, batch * 3 / 4})
+    if (s >= 1) sizes.push_back(s);
+  return sizes;
+}
+
+// Two profiles over the batch dim of every input: small batches (tuned at
+// batch/8) and large ones (tuned at the full batch). The first covering
+// profile wins, so sizes up to batch/2 run on the small one.
+std::vector<OptimizationProfile> MixedBatchProfiles(const std::vector<TensorDesc>& inputs, int64_t batch) {
+  auto with_batch = [](std::vector<int64_t> dims, int64_t n) {
+    dims[0] = n;
+    return dims;
+  };
+  std::vector<OptimizationProfile> profiles(2);
+  for (const TensorDesc& d : inputs) {
+    profiles[0].inputs[d.name] = {with_batch(d.dims, 1), with_batch(d.dims, std::max<int64_t>(1, batch / 8)),
+                                  with_batch(d.dims, std::max<int64_t>(1, batch / 2))};
+    profiles[1].inputs[d.name] = {with_batch(d.dims, 1), with_batch(d.dims, batch), with_batch(d.dims, batch)};
+  }
+  return profiles;
+}
+
 std::string Speedup(double x) {
   std::ostringstream s;
   s << std::fixed << std::setprecision(2) << x << "x";
@@ -158,7 +195,11 @@ std::string Speedup(double x) {
 
 }  // namespace
 
-int RunBenchAblation(const BenchBasics& basics, int batches) {
+int RunBenchAblation(const BenchBasics& basics, const AblationFlags& ablation) {
+  const int batches = ablation.batches;
+  auto timeline = [&](int step) {
+    return ablation.timeline.empty() ? std::string() : StrCat(ablation.timeline, "_step", step, ".json");
+  };
   KILN_CHECK(!IsEngineFile(basics.model), "--ablation builds an FP32 and an FP16 engine (step 4): give the "
              "ONNX model, not the engine file ", basics.model);
   KILN_CHECK(batches >= 4, "--batches must be at least 4 (the first ones are warm-up), got ", batches);
@@ -204,15 +245,63 @@ int RunBenchAblation(const BenchBasics& basics, int batches) {
   const int warmup = WarmupBatches(batches);
   std::cout << "ablation: " << basics.model << ", batch " << batch << ", " << batches
             << " batches per step, timed: the last " << (batches - warmup) << " (after " << warmup
-            << " warm-up), output processing: softmax + top-5 per sample into a string sink\n\n";
+            << " warm-up), output processing: softmax + top-5 per sample into a string sink\n";
+  if (!ablation.timeline.empty())
+    std::cout << "timelines: " << ablation.timeline << "_step<N>.json (recording on: numbers include its "
+              << "small cost)\n";
+  std::cout << "\n";
+  const std::vector<int64_t> full_batches(static_cast<size_t>(batches), batch);
   std::vector<StepResult> results;
+  nlohmann::json mixed;  // Step 9's workload and its step-8 reference.
+  StepResult mixed_static;
   for (const pipeline::LadderStep& step : pipeline::OptimizationLadder(3, 2)) {
     StepResult r;
-    if (!step.skipped) {
+    if (step.profiles) {
+      // The mixed stream: every size seen once in the warm-up (new shapes
+      // are specialized on first use), the same batches for both engines.
+      const std::vector<int64_t> sizes = MixedBatchSizes(batch);
+      const int cycle = static_cast<int>(sizes.size());
+      const int mixed_batches = std::max(batches, 4 * cycle);
+      std::vector<int64_t> real(static_cast<size_t>(mixed_batches));
+      for (int i = 0; i < mixed_batches; ++i) real[static_cast<size_t>(i)] = sizes[static_cast<size_t>(i % cycle)];
+      std::map<int64_t, std::vector<Tensor>> exact;  // size -> its rows of inputs[0]
+      for (int64_t n : sizes) {
+        if (exact.count(n)) continue;  // Sizes repeat in the stream.
+        for (const Tensor& t : inputs[0]) {  // The first n rows.
+          std::vector<int64_t> dims = t.dims();
+          dims[0] = n;
+          Tensor rows(t.dtype(), dims);
+          std::memcpy(rows.raw_data(), t.raw_data(), rows.nbytes());
+          exact[n].push_back(std::move(rows));
+        }
+      }
+      std::cout << "ablation: step 9, building the FP16 engine with two optimization profiles...\n"
+                << std::flush;
+      BuildConfig build = MakeBuildConfig(flags);
+      build.profiles = MixedBatchProfiles(fp16->inputs(), batch);
+      for (const TensorDesc& d : fp16->inputs()) build.shapes.erase(d.name);
+      std::unique_ptr<Engine> profiled = Engine::Build(basics.model, build);
+      // Step 8 on the mixed stream: the static engine needs full batches, so
+      // each batch is padded (its real rows + the rest of a full batch).
+      mixed_static = RunPipeline(*fp16, step.config, cycle, real, [&](Pipeline& p, int) {
+        p.Submit(inputs[0]);
+      }, ablation.timeline.empty() ? "" : StrCat(ablation.timeline, "_step8_mixed.json"));
+      r = RunPipeline(*profiled, step.config, cycle, real, [&](Pipeline& p, int i) {
+        p.Submit(exact[real[static_cast<size_t>(i)]]);
+      }, timeline(step.step));
+      r.vs_previous_override = mixed_static.samples_per_s > 0 ? r.samples_per_s / mixed_static.samples_per_s : 0;
+      mixed = {{"batch_sizes", sizes},
+               {"batches", mixed_batches},
+               {"warmup_batches", cycle},
+               {"profiles", {DescribeProfile(build.profiles[0]), DescribeProfile(build.profiles[1])}},
+               {"step8_padded_samples_per_s", mixed_static.samples_per_s},
+               {"step8_padded_time_ms", mixed_static.ms},
+               {"step9_samples_per_s", r.samples_per_s}};
+    } else if (!step.skipped) {
       const Engine& engine = step.fp16 ? *fp16 : *fp32;
-      r = RunPipeline(engine, step.config, batches, batch, [&](Pipeline& p, int i) {
+      r = RunPipeline(engine, step.config, warmup, full_batches, [&](Pipeline& p, int i) {
         p.Submit(inputs[static_cast<size_t>(i % distinct)]);
-      });
+      }, timeline(step.step));
     }
     r.step = step;
     results.push_back(r);
@@ -238,16 +327,23 @@ int RunBenchAblation(const BenchBasics& basics, int batches) {
       steps.push_back(j);
       continue;
     }
-    const double vs_prev = previous > 0 ? r.samples_per_s / previous : 1.0;
-    const double vs_base = baseline > 0 ? r.samples_per_s / baseline : 1.0;
+    const bool own_stream = r.step.profiles;  // Step 9 runs the mixed stream: no baseline ratio.
+    const double vs_prev = own_stream ? r.vs_previous_override : previous > 0 ? r.samples_per_s / previous : 1.0;
+    const double vs_base = own_stream ? 0 : baseline > 0 ? r.samples_per_s / baseline : 1.0;
     std::cout << std::fixed << std::setprecision(2) << std::setw(12) << r.ms << std::setprecision(1)
               << std::setw(13) << r.samples_per_s << std::setw(10) << Speedup(vs_prev) << std::setw(10)
-              << Speedup(vs_base) << std::setw(14) << HumanBytes(static_cast<double>(r.device_bytes))
-              << "  " << r.step.adds << "\n";
+              << (own_stream ? std::string("-") : Speedup(vs_base)) << std::setw(14)
+              << HumanBytes(static_cast<double>(r.device_bytes)) << "  " << r.step.adds << "\n";
+    if (own_stream)
+      std::cout << "     (mixed batch sizes " << mixed["batch_sizes"].dump() << "; step 8's config on the "
+                << "same stream, padded to " << batch << ": " << std::setprecision(1)
+                << mixed_static.samples_per_s << " samples/s)\n";
     if (r.failed_batches) std::cout << "     WARNING: " << r.failed_batches << " batches failed\n";
-    failed_batches += r.failed_batches;
+    failed_batches += r.failed_batches + (own_stream ? mixed_static.failed_batches : 0);
+    if (own_stream) j["mixed_stream"] = mixed;
     j.update({{"time_ms", r.ms},
-              {"timed_batches", batches - warmup},
+              {"timed_batches", own_stream ? mixed["batches"].get<int>() - mixed["warmup_batches"].get<int>()
+                                           : batches - warmup},
               {"samples_per_s", r.samples_per_s},
               {"speedup_vs_previous", vs_prev},
               {"speedup_vs_baseline", vs_base},
@@ -256,7 +352,7 @@ int RunBenchAblation(const BenchBasics& basics, int batches) {
               {"failed_batches", r.failed_batches}});
     steps.push_back(j);
     previous = r.samples_per_s;
-    if (!best || r.samples_per_s > best->samples_per_s) best = &r;
+    if (!own_stream && (!best || r.samples_per_s > best->samples_per_s)) best = &r;
   }
 
   // End to end: pageable uint8 NHWC images, GPU preprocessing, the best config.
@@ -277,7 +373,7 @@ int RunBenchAblation(const BenchBasics& basics, int batches) {
       image.resize(geometry.image_bytes());
       for (uint8_t& b : image) b = static_cast<uint8_t>(rng() & 0xff);
     }
-    StepResult r = RunPipeline(best_engine, best_config, batches, batch, [&](Pipeline& p, int i) {
+    StepResult r = RunPipeline(best_engine, best_config, warmup, full_batches, [&](Pipeline& p, int i) {
       const auto& image = images[static_cast<size_t>(i % distinct)];
       p.SubmitImages(image.data(), image.size());
     });
@@ -317,7 +413,7 @@ int RunBenchAblation(const BenchBasics& basics, int batches) {
 
 #else
 
-int RunBenchAblation(const BenchBasics&, int) {
+int RunBenchAblation(const BenchBasics&, const AblationFlags&) {
   Fail("this kiln was built without CUDA; `kiln bench --ablation` needs a GPU");
 }
 

@@ -2,7 +2,10 @@
 
 #include <nvtx3/nvToolsExt.h>
 
+#include <algorithm>
+#include <chrono>
 #include <cstring>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -10,6 +13,7 @@
 #include "cuda/cuda_check.h"
 #include "kiln/error.h"
 #include "pipeline/cpu_stages.h"
+#include "pipeline/parallel_copy.h"
 #include "pipeline/preprocess.h"
 
 namespace kiln::pipeline {
@@ -43,7 +47,10 @@ struct Stream {
 
 struct Event {
   cudaEvent_t event = nullptr;
-  Event() { KILN_CUDA_CHECK(cudaEventCreateWithFlags(&event, cudaEventDisableTiming)); }
+  // Timing events (timelines) cost a little more to record.
+  explicit Event(bool timing = false) {
+    KILN_CUDA_CHECK(cudaEventCreateWithFlags(&event, timing ? cudaEventDefault : cudaEventDisableTiming));
+  }
   ~Event() {
     if (event) cudaEventDestroy(event);
   }
@@ -73,18 +80,32 @@ class HostBuffer {
   void* ptr_ = nullptr;
 };
 
-size_t BindingBytes(const TensorDesc& d) { return Tensor(d.dtype, d.dims).nbytes(); }
+size_t BindingBytes(DType dtype, const std::vector<int64_t>& dims) {
+  int64_t numel = 1;
+  for (int64_t d : dims) numel *= d;
+  return static_cast<size_t>(numel) * DTypeSize(dtype);
+}
+size_t BindingBytes(const TensorDesc& d) { return BindingBytes(d.dtype, d.dims); }
 
 class GpuStages : public Stages {
  public:
-  GpuStages(const Engine& engine, const PipelineConfig& config) : engine_(engine), config_(config) {
+  GpuStages(const Engine& engine, const PipelineConfig& config)
+      : engine_(engine),
+        config_(config),
+        dynamic_(!engine.profiles().empty()),
+        copier_(StagingThreads(config.staging_threads)) {
     KILN_CHECK(config.contexts >= 1, "pipeline: contexts must be at least 1, got ", config.contexts);
+    KILN_CHECK(config.staging_threads >= 0, "pipeline: staging_threads must be >= 0, got ",
+               config.staging_threads);
     const int num_slots = EffectiveSlots(config);
     KILN_CHECK(num_slots >= 1, "pipeline: slots must be at least 1, got ", num_slots);
     for (const TensorDesc& d : engine.inputs()) input_bytes_.push_back(BindingBytes(d));
     for (const TensorDesc& d : engine.outputs()) output_bytes_.push_back(BindingBytes(d));
-    // Images are possible when the engine has one NCHW float input.
+    if (dynamic_) SizeForProfiles();
+    // Images are possible when the engine has one NCHW float input of static dims.
     try {
+      KILN_CHECK(!dynamic_, "pipeline: images need a static-shape engine (this one has optimization "
+                 "profiles; submit tensors)");
       geometry_ = ImageInputGeometry(engine.inputs(), config.mean, config.std);
       image_error_.clear();
       for (int64_t ch = 0; ch < geometry_.c; ++ch) {
@@ -107,6 +128,7 @@ class GpuStages : public Stages {
       lane->copy_in = lane->streams.front()->stream;
       lane->compute = lane->streams[config.overlap ? 1 : 0]->stream;
       lane->copy_out = lane->streams.back()->stream;
+      lane->name = StrCat("lane ", i);
       if (config.cuda_graph) {
         // Fixed binding pointers so the captured graph is replayed, never re-captured.
         for (size_t b : input_bytes_) lane->bind_in.push_back(std::make_unique<DeviceBuffer>(b));
@@ -115,12 +137,25 @@ class GpuStages : public Stages {
       lanes_.push_back(std::move(lane));
     }
     for (int i = 0; i < num_slots; ++i) {
-      auto slot = std::make_unique<Slot>();
+      auto slot = std::make_unique<Slot>(config.record_timeline);
       if (raw_bytes) slot->raw = std::make_unique<HostBuffer>(raw_bytes, config.pinned_staging);
+      for (const TensorDesc& d : engine.inputs()) slot->shapes[d.name] = d.dims;
+      for (const TensorDesc& d : engine.outputs()) slot->out_dims.push_back(d.dims);
+      slot->in_used = input_bytes_;
+      slot->out_used = output_bytes_;
       for (size_t b : input_bytes_) slot->in.push_back(std::make_unique<HostBuffer>(b, config.pinned_staging));
       for (size_t b : output_bytes_) slot->out.push_back(std::make_unique<HostBuffer>(b, config.pinned_staging));
       if (config.reuse_device_buffers) AllocateDevice(*slot);
       slots_.push_back(std::move(slot));
+    }
+    if (config.record_timeline) {
+      // Device times are measured from this event, host times from the
+      // moment it completed: one clock for both.
+      origin_ = std::make_unique<Event>(true);
+      KILN_CUDA_CHECK(cudaEventRecord(origin_->event, lanes_.front()->copy_in));
+      KILN_CUDA_CHECK(cudaEventSynchronize(origin_->event));
+      host_origin_ = std::chrono::steady_clock::now();
+      spans_.reserve(4096);
     }
   }
 
@@ -140,44 +175,63 @@ class GpuStages : public Stages {
       CheckImageBytes(geometry_, input.image_bytes);
       KILN_CHECK(input.images != nullptr, "pipeline: null image pointer");
     } else {
-      CheckTensorInputs(engine_.inputs(), *input.tensors);
+      CheckTensorInputs(engine_.inputs(), *input.tensors, engine_.profiles());
     }
   }
 
   void Stage(int slot_index, uint64_t sequence, const BatchInput& input) override {
     ScopedRange range("stage", sequence);
+    HostSpan span(this, "host: submit", "stage", sequence);
     Slot& slot = *slots_.at(static_cast<size_t>(slot_index));
     slot.images = input.is_images();
     if (slot.images) {
-      std::memcpy(slot.raw->ptr(), input.images, slot.raw->bytes());
+      copier_.Copy({{slot.raw->ptr(), input.images, slot.raw->bytes()}});
       return;
     }
-    for (size_t i = 0; i < slot.in.size(); ++i)
-      std::memcpy(slot.in[i]->ptr(), (*input.tensors)[i].raw_data(), slot.in[i]->bytes());
+    std::vector<CopyJob>& jobs = slot.copy_jobs;  // Reused: no allocation once warm.
+    jobs.clear();
+    for (size_t i = 0; i < slot.in.size(); ++i) {
+      const Tensor& t = (*input.tensors)[i];
+      slot.in_used[i] = t.nbytes();
+      if (dynamic_) slot.shapes[engine_.inputs()[i].name] = t.dims();  // Assigns in place.
+      jobs.push_back({slot.in[i]->ptr(), t.raw_data(), t.nbytes()});
+    }
+    copier_.Copy(jobs);
   }
 
   void Launch(int slot_index, int lane_index, uint64_t sequence) override {
     Slot& slot = *slots_.at(static_cast<size_t>(slot_index));
     Lane& lane = *lanes_.at(static_cast<size_t>(lane_index));
+    HostSpan span(this, lane.name + ": launch thread", "launch", sequence);
+    slot.lane = lane_index;
     if (!config_.reuse_device_buffers) {
       ScopedRange range("allocate", sequence);
       AllocateDevice(slot);  // The baseline: fresh device buffers for every batch.
     }
     {
       ScopedRange range("copy-in", sequence);
+      if (origin_) KILN_CUDA_CHECK(cudaEventRecord(slot.copy_in_start.event, lane.copy_in));
       if (slot.images) {
         KILN_CUDA_CHECK(cudaMemcpyAsync(slot.d_raw->ptr, slot.raw->ptr(), slot.raw->bytes(),
                                         cudaMemcpyHostToDevice, lane.copy_in));
       } else {
         for (size_t i = 0; i < slot.in.size(); ++i)
-          KILN_CUDA_CHECK(cudaMemcpyAsync(slot.d_in[i]->ptr, slot.in[i]->ptr(), slot.in[i]->bytes(),
-                                          cudaMemcpyHostToDevice, lane.copy_in));
+          if (slot.in_used[i])
+            KILN_CUDA_CHECK(cudaMemcpyAsync(slot.d_in[i]->ptr, slot.in[i]->ptr(), slot.in_used[i],
+                                            cudaMemcpyHostToDevice, lane.copy_in));
       }
       KILN_CUDA_CHECK(cudaEventRecord(slot.uploaded.event, lane.copy_in));
     }
     {
       ScopedRange range("infer", sequence);
+      // A shape switch may specialize a plan (device synchronization, memory
+      // growth) and capture a new graph; neither may overlap another lane's
+      // capture, so switches (and the enqueue after them) take turns.
+      std::unique_lock<std::mutex> switch_lock(shape_switch_mu_, std::defer_lock);
+      if (dynamic_ && (!lane.has_shapes || lane.shapes != slot.shapes)) switch_lock.lock();
+      if (dynamic_) SelectShapes(slot, lane);
       KILN_CUDA_CHECK(cudaStreamWaitEvent(lane.compute, slot.uploaded.event, 0));
+      if (origin_) KILN_CUDA_CHECK(cudaEventRecord(slot.compute_start.event, lane.compute));
       const bool graph = config_.cuda_graph;
       std::vector<const void*> in_ptrs;
       std::vector<void*> out_ptrs;
@@ -191,15 +245,15 @@ class GpuStages : public Stages {
                               params_, lane.compute);
       } else if (graph) {
         for (size_t i = 0; i < input_bytes_.size(); ++i)
-          if (input_bytes_[i])
-            KILN_CUDA_CHECK(cudaMemcpyAsync(lane.bind_in[i]->ptr, slot.d_in[i]->ptr, input_bytes_[i],
+          if (slot.in_used[i])
+            KILN_CUDA_CHECK(cudaMemcpyAsync(lane.bind_in[i]->ptr, slot.d_in[i]->ptr, slot.in_used[i],
                                             cudaMemcpyDeviceToDevice, lane.compute));
       }
       if (graph) {
         lane.context->EnqueueGraph(in_ptrs, out_ptrs, lane.compute);
         for (size_t i = 0; i < output_bytes_.size(); ++i)
-          if (output_bytes_[i])
-            KILN_CUDA_CHECK(cudaMemcpyAsync(slot.d_out[i]->ptr, lane.bind_out[i]->ptr, output_bytes_[i],
+          if (slot.out_used[i])
+            KILN_CUDA_CHECK(cudaMemcpyAsync(slot.d_out[i]->ptr, lane.bind_out[i]->ptr, slot.out_used[i],
                                             cudaMemcpyDeviceToDevice, lane.compute));
       } else {
         lane.context->Enqueue(in_ptrs, out_ptrs, lane.compute);
@@ -209,9 +263,11 @@ class GpuStages : public Stages {
     {
       ScopedRange range("copy-out", sequence);
       KILN_CUDA_CHECK(cudaStreamWaitEvent(lane.copy_out, slot.inferred.event, 0));
+      if (origin_) KILN_CUDA_CHECK(cudaEventRecord(slot.copy_out_start.event, lane.copy_out));
       for (size_t i = 0; i < slot.out.size(); ++i)
-        KILN_CUDA_CHECK(cudaMemcpyAsync(slot.out[i]->ptr(), slot.d_out[i]->ptr, slot.out[i]->bytes(),
-                                        cudaMemcpyDeviceToHost, lane.copy_out));
+        if (slot.out_used[i])
+          KILN_CUDA_CHECK(cudaMemcpyAsync(slot.out[i]->ptr(), slot.d_out[i]->ptr, slot.out_used[i],
+                                          cudaMemcpyDeviceToHost, lane.copy_out));
       KILN_CUDA_CHECK(cudaEventRecord(slot.done.event, lane.copy_out));
     }
   }
@@ -219,7 +275,11 @@ class GpuStages : public Stages {
   void Complete(int slot_index, uint64_t sequence) override {
     ScopedRange range("wait", sequence);
     Slot& slot = *slots_.at(static_cast<size_t>(slot_index));
-    KILN_CUDA_CHECK(cudaEventSynchronize(slot.done.event));
+    {
+      HostSpan span(this, "host: delivery thread", "wait", sequence);
+      KILN_CUDA_CHECK(cudaEventSynchronize(slot.done.event));
+    }
+    if (origin_) RecordDeviceSpans(slot, sequence);
     if (!config_.reuse_device_buffers) FreeDevice(slot);
   }
 
@@ -229,7 +289,8 @@ class GpuStages : public Stages {
     for (size_t i = 0; i < slot.out.size(); ++i) {
       const TensorDesc& d = engine_.outputs()[i];
       // A view of the slot's staging: valid while the callback runs.
-      outputs.push_back(Tensor::Borrow(d.dtype, d.dims, std::shared_ptr<const void>(), slot.out[i]->ptr()));
+      outputs.push_back(
+          Tensor::Borrow(d.dtype, slot.out_dims[i], std::shared_ptr<const void>(), slot.out[i]->ptr()));
     }
     return outputs;
   }
@@ -237,8 +298,20 @@ class GpuStages : public Stages {
   void RangePush(const char* stage, uint64_t sequence) override {
     const std::string name = StrCat(stage, " #", sequence);
     nvtxRangePushA(name.c_str());
+    if (origin_) {
+      open_range_name_ = name;
+      open_range_start_ = NowUs();
+    }
   }
-  void RangePop() override { nvtxRangePop(); }
+  void RangePop() override {
+    nvtxRangePop();
+    if (origin_) AddSpan({"host: delivery thread", open_range_name_, open_range_start_, NowUs() - open_range_start_});
+  }
+
+  std::vector<profile::TimelineSpan> Timeline() const override {
+    std::lock_guard<std::mutex> lock(spans_mu_);
+    return spans_;
+  }
 
   size_t DeviceMemoryBytes() const override {
     size_t total = 0;
@@ -257,15 +330,56 @@ class GpuStages : public Stages {
     std::vector<std::unique_ptr<Stream>> streams;
     cudaStream_t copy_in = nullptr, compute = nullptr, copy_out = nullptr;
     std::vector<std::unique_ptr<DeviceBuffer>> bind_in, bind_out;  // cuda_graph only
+    std::string name;
+    InputShapes shapes;  // The dims the context was last set to (dynamic engines).
+    bool has_shapes = false;
   };
   struct Slot {
     std::unique_ptr<HostBuffer> raw;  // uint8 images (image-shaped engines only)
     std::vector<std::unique_ptr<HostBuffer>> in, out;
     std::unique_ptr<DeviceBuffer> d_raw;
     std::vector<std::unique_ptr<DeviceBuffer>> d_in, d_out;
+    explicit Slot(bool timing)
+        : uploaded(timing), inferred(timing), done(timing), copy_in_start(timing), compute_start(timing),
+          copy_out_start(timing) {}
     Event uploaded, inferred, done;
+    Event copy_in_start, compute_start, copy_out_start;  // Timelines only.
+    int lane = 0;
     bool images = false;
+    // This batch's dims and bytes (the buffers hold the largest any profile allows).
+    InputShapes shapes;
+    std::vector<std::vector<int64_t>> out_dims;
+    std::vector<size_t> in_used, out_used;
+    std::vector<CopyJob> copy_jobs;
   };
+
+  // Dynamic engines: buffers sized for the largest dims any profile allows.
+  void SizeForProfiles() {
+    auto context = engine_.CreateContext();
+    for (const OptimizationProfile& profile : engine_.profiles()) {
+      InputShapes max_shapes;
+      for (const auto& [name, range] : profile.inputs) max_shapes[name] = range.max;
+      context->SetInputShapes(max_shapes);
+      for (size_t i = 0; i < input_bytes_.size(); ++i)
+        input_bytes_[i] = std::max(input_bytes_[i], BindingBytes(context->CurrentInputs()[i]));
+      for (size_t i = 0; i < output_bytes_.size(); ++i)
+        output_bytes_[i] = std::max(output_bytes_[i], BindingBytes(context->CurrentOutputs()[i]));
+    }
+  }
+
+  // Dynamic engines: the lane's context takes the slot's input dims (a shape
+  // seen before allocates nothing) and the slot learns its output dims.
+  void SelectShapes(Slot& slot, Lane& lane) {
+    if (!lane.has_shapes || lane.shapes != slot.shapes) {
+      lane.context->SetInputShapes(slot.shapes);
+      lane.shapes = slot.shapes;  // Reuses the map's nodes: no allocation once warm.
+      lane.has_shapes = true;
+    }
+    for (size_t i = 0; i < slot.out_dims.size(); ++i) {
+      slot.out_dims[i] = lane.context->OutputDims(static_cast<int>(i));  // Assigns in place.
+      slot.out_used[i] = BindingBytes(engine_.outputs()[i].dtype, slot.out_dims[i]);
+    }
+  }
 
   size_t SlotDeviceBytes() const {
     size_t total = image_error_.empty() ? geometry_.image_bytes() : 0;
@@ -287,14 +401,69 @@ class GpuStages : public Stages {
     slot.d_out.clear();
   }
 
+  // ---- Timelines (config.record_timeline) ----
+  double NowUs() const {
+    return std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - host_origin_).count();
+  }
+  void AddSpan(profile::TimelineSpan span) {
+    std::lock_guard<std::mutex> lock(spans_mu_);
+    spans_.push_back(std::move(span));
+  }
+  // A host stage, timed from construction to destruction when recording.
+  class HostSpan {
+   public:
+    HostSpan(GpuStages* stages, std::string track, const char* stage, uint64_t sequence)
+        : stages_(stages->origin_ ? stages : nullptr) {
+      if (!stages_) return;
+      track_ = std::move(track);
+      name_ = StrCat(stage, " #", sequence);
+      start_ = stages_->NowUs();
+    }
+    ~HostSpan() {
+      if (stages_) stages_->AddSpan({track_, name_, start_, stages_->NowUs() - start_});
+    }
+    HostSpan(const HostSpan&) = delete;
+    HostSpan& operator=(const HostSpan&) = delete;
+
+   private:
+    GpuStages* stages_;
+    std::string track_, name_;
+    double start_ = 0;
+  };
+  // The batch's device stages, from its (completed) timing events.
+  void RecordDeviceSpans(const Slot& slot, uint64_t sequence) {
+    auto at_us = [&](const Event& e) {
+      float ms = 0;
+      KILN_CUDA_CHECK(cudaEventElapsedTime(&ms, origin_->event, e.event));
+      return 1e3 * static_cast<double>(ms);
+    };
+    const std::string& lane = lanes_.at(static_cast<size_t>(slot.lane))->name;
+    const std::string seq = StrCat(" #", sequence);
+    const double in0 = at_us(slot.copy_in_start), in1 = at_us(slot.uploaded);
+    const double c0 = at_us(slot.compute_start), c1 = at_us(slot.inferred);
+    const double out0 = at_us(slot.copy_out_start), out1 = at_us(slot.done);
+    AddSpan({lane + ": copy-in stream", "copy-in" + seq, in0, in1 - in0});
+    AddSpan({lane + ": compute stream", "infer" + seq, c0, c1 - c0});
+    AddSpan({lane + ": copy-out stream", "copy-out" + seq, out0, out1 - out0});
+  }
+
   const Engine& engine_;
   const PipelineConfig config_;
+  const bool dynamic_;  // The engine has optimization profiles.
+  ParallelCopier copier_;
   std::vector<size_t> input_bytes_, output_bytes_;
   ImageGeometry geometry_;
   std::string image_error_ = "pipeline: the engine takes no images";
   NormalizeParams params_;
   std::vector<std::unique_ptr<Lane>> lanes_;
   std::vector<std::unique_ptr<Slot>> slots_;
+  std::mutex shape_switch_mu_;  // Dynamic engines: one lane switches shapes at a time.
+  std::unique_ptr<Event> origin_;  // Set when recording a timeline.
+  std::chrono::steady_clock::time_point host_origin_;
+  mutable std::mutex spans_mu_;
+  std::vector<profile::TimelineSpan> spans_;
+  std::string open_range_name_;  // The delivery thread's open output range.
+  double open_range_start_ = 0;
 };
 
 }  // namespace

@@ -37,11 +37,8 @@ std::vector<LadderStep> OptimizationLadder(int slots, int contexts) {
   add("cuda graph", "CUDA Graph replay of each inference");
   c.contexts = contexts;
   add("contexts", "several execution contexts on their own streams and host threads");
-  // TODO(profiles): once engines carry several optimization profiles, run the
-  // contexts of step 8 on different profiles here.
-  add("profiles", "several optimization profiles");
-  ladder.back().skipped = true;
-  ladder.back().skip_reason = "needs optimization profiles";
+  add("profiles", "optimization profiles: each batch runs at its own size");
+  ladder.back().profiles = true;
   return ladder;
 }
 

@@ -16,13 +16,15 @@ struct LadderStep {
   std::string name;   // "baseline", "reuse buffers", ...
   std::string adds;   // What the step adds, for reports.
   bool fp16 = false;  // Runs the FP16 engine (steps >= 4).
+  // Step 9: an engine with optimization profiles fed batches of mixed sizes
+  // (compared with step 8's config padding the same stream to full batches).
+  bool profiles = false;
   bool skipped = false;
   std::string skip_reason;  // Why a step does not run yet.
   PipelineConfig config;
 };
 
-// Steps 1..9; step 9 (several optimization profiles) is a skipped row until
-// engines have optimization profiles. `slots`: batches in flight from step 5
+// Steps 1..9 (step 9 keeps step 8's config; its engine has profiles). `slots`: batches in flight from step 5
 // on; `contexts`: execution contexts (and host threads) in step 8.
 std::vector<LadderStep> OptimizationLadder(int slots = 3, int contexts = 2);
 

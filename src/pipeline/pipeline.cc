@@ -2,6 +2,7 @@
 #include "kiln/pipeline.h"
 
 #include "kiln/engine.h"
+#include "kiln/error.h"
 #include "pipeline/cpu_stages.h"
 #include "pipeline/gpu_stages.h"
 #include "pipeline/scheduler.h"
@@ -54,5 +55,12 @@ const std::vector<TensorDesc>& Pipeline::inputs() const { return stages_->inputs
 const std::vector<TensorDesc>& Pipeline::outputs() const { return stages_->outputs(); }
 PipelineStats Pipeline::stats() const { return scheduler_->stats(); }
 size_t Pipeline::DeviceMemoryBytes() const { return stages_->DeviceMemoryBytes(); }
+
+void Pipeline::WriteTimeline(const std::string& path) const {
+  const std::vector<profile::TimelineSpan> spans = stages_->Timeline();
+  KILN_CHECK(!spans.empty(), "pipeline: no timeline recorded (set PipelineConfig::record_timeline; "
+             "GPU pipelines only)");
+  profile::WriteChromeTrace(spans, path);
+}
 
 }  // namespace kiln

@@ -8,9 +8,13 @@
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <iostream>
+#include <map>
 #include <mutex>
 #include <random>
+
+#include <nlohmann/json.hpp>
 
 #include "cuda/buffers.h"
 #include "cuda/cuda_check.h"
@@ -134,6 +138,93 @@ TEST_F(PipelineGpuTest, EveryLadderConfigMatchesExecutionContextRun) {
   for (const PipelineConfig& config : LadderConfigs()) {
     SCOPED_TRACE(Describe(config));
     ExpectPipelineMatches(*engine, config, batches, expected, false);
+  }
+}
+
+// An engine with optimization profiles takes each batch at its own size
+// (ladder step 9): outputs equal ExecutionContext::Run at that size, in
+// order, for graph and non-graph configs; uncovered sizes and images are
+// rejected by Submit.
+TEST_F(PipelineGpuTest, ProfilesTakeMixedBatchSizes) {
+  KILN_REQUIRE_GPU();
+  const std::string path = (dir_ / "dynamic.onnx").string();
+  testing::WritePipelineTestModel(path, -1);
+  BuildConfig build;
+  build.precision = Precision::kFP32;
+  build.profiles.resize(2);
+  build.profiles[0].inputs["x"] = {{1, 3, 4, 4}, {2, 3, 4, 4}, {4, 3, 4, 4}};
+  build.profiles[1].inputs["x"] = {{1, 3, 4, 4}, {8, 3, 4, 4}, {8, 3, 4, 4}};
+  auto engine = Engine::Build(path, build);
+  auto context = engine->CreateContext();
+  std::vector<Tensor> batches;
+  std::vector<std::vector<Tensor>> expected;
+  int seed = 300;
+  for (int64_t n : {1, 3, 8, 4, 6, 2, 8, 1, 5, 7}) {
+    batches.push_back(testing::RandomTensor({n, 3, 4, 4}, -1.f, 1.f, seed++));
+    expected.push_back(context->Run({{"x", batches.back()}}));
+    ASSERT_EQ(expected.back().at(0).dims(), (std::vector<int64_t>{n, 5}));
+  }
+  std::vector<PipelineConfig> configs = LadderConfigs();
+  configs.erase(configs.begin(), configs.begin() + 4);  // FP32 steps 1-4 add nothing new here.
+  PipelineConfig baseline;  // Per-batch device buffers sized for the largest profile.
+  baseline.reuse_device_buffers = false;
+  baseline.overlap = false;
+  configs.push_back(baseline);
+  for (const PipelineConfig& config : configs) {
+    SCOPED_TRACE(Describe(config));
+    ExpectPipelineMatches(*engine, config, batches, expected, false);
+  }
+  auto pipeline = Pipeline::Create(*engine, PipelineConfig{}, nullptr);
+  EXPECT_THROW(pipeline->Submit({testing::RandomTensor({9, 3, 4, 4})}), Error);  // No profile covers 9.
+  EXPECT_THROW(pipeline->Submit({testing::RandomTensor({2, 3, 4, 5})}), Error);
+  std::vector<uint8_t> image(2 * 4 * 4 * 3, 7);
+  EXPECT_THROW(pipeline->SubmitImages(image.data(), image.size()), Error);
+  pipeline->Submit({batches[1]});
+  pipeline->Flush();
+  EXPECT_EQ(pipeline->stats().delivered, 1u);
+}
+
+// A recorded timeline has, per batch, its host stages and its device copy-in,
+// infer and copy-out spans, in stream order, inside the run's wall time.
+TEST_F(PipelineGpuTest, TimelineRecordsEveryStageOfEveryBatch) {
+  KILN_REQUIRE_GPU();
+  const std::string path = (dir_ / "small.onnx").string();
+  testing::WritePipelineTestModel(path, 8);
+  auto engine = Engine::Build(path, BuildConfig{});
+  PipelineConfig config;
+  config.record_timeline = true;
+  config.cuda_graph = true;
+  config.contexts = 2;
+  const int batches = 6;
+  {
+    auto untimed = Pipeline::Create(*engine, PipelineConfig{}, nullptr);
+    EXPECT_THROW(untimed->WriteTimeline((dir_ / "none.json").string()), Error);
+  }
+  auto pipeline = Pipeline::Create(*engine, config, nullptr);
+  for (int i = 0; i < batches; ++i) pipeline->Submit({testing::RandomTensor({8, 3, 4, 4}, -1.f, 1.f, 70 + i)});
+  pipeline->Flush();
+  const std::string trace = (dir_ / "trace.json").string();
+  pipeline->WriteTimeline(trace);
+  std::ifstream in(trace);
+  const nlohmann::json j = nlohmann::json::parse(in);
+  std::map<std::string, std::vector<std::pair<double, double>>> by_name;  // "copy-in" -> [start, end]
+  for (const auto& e : j["traceEvents"]) {
+    if (e["ph"] != "X") continue;
+    const std::string name = e["name"].get<std::string>();
+    const double ts = e["ts"].get<double>(), dur = e["dur"].get<double>();
+    EXPECT_GE(dur, 0) << name;
+    EXPECT_GE(ts, -1) << name;
+    by_name[name].push_back({ts, ts + dur});
+  }
+  for (int i = 0; i < batches; ++i) {
+    const std::string seq = " #" + std::to_string(i);
+    for (const char* stage : {"stage", "launch", "wait", "output", "copy-in", "infer", "copy-out"})
+      EXPECT_EQ(by_name[stage + seq].size(), 1u) << stage << seq;
+    if (by_name["copy-in" + seq].empty() || by_name["infer" + seq].empty() || by_name["copy-out" + seq].empty())
+      continue;
+    // Stream order (events: microsecond resolution).
+    EXPECT_LE(by_name["copy-in" + seq][0].second, by_name["infer" + seq][0].first + 2);
+    EXPECT_LE(by_name["infer" + seq][0].second, by_name["copy-out" + seq][0].first + 2);
   }
 }
 

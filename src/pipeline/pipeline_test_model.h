@@ -62,7 +62,14 @@ inline void WritePipelineTestModel(const std::string& path, int64_t batch) {
     v->set_name(name);
     auto* type = v->mutable_type()->mutable_tensor_type();
     type->set_elem_type(::onnx::TensorProto::FLOAT);
-    for (int64_t d : dims) type->mutable_shape()->add_dim()->set_dim_value(d);
+    for (int64_t d : dims) {
+      auto* dim = type->mutable_shape()->add_dim();
+      if (d < 0) {
+        dim->set_dim_param("batch");
+      } else {
+        dim->set_dim_value(d);
+      }
+    }
   };
   declare(graph->add_input(), "x", {batch, 3, 4, 4});
   declare(graph->add_output(), "y", {batch, 5});

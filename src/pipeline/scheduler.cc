@@ -303,18 +303,25 @@ void CheckImageBytes(const ImageGeometry& g, size_t bytes) {
              ",", g.w, "] are ", g.image_bytes(), " uint8 bytes (N,H,W,C), got ", bytes);
 }
 
-void CheckTensorInputs(const std::vector<TensorDesc>& inputs, const std::vector<Tensor>& tensors) {
+void CheckTensorInputs(const std::vector<TensorDesc>& inputs, const std::vector<Tensor>& tensors,
+                       const std::vector<OptimizationProfile>& profiles) {
   KILN_CHECK(tensors.size() == inputs.size(), "pipeline: the model takes ", inputs.size(),
              " inputs, got ", tensors.size());
+  InputShapes shapes;
   for (size_t i = 0; i < inputs.size(); ++i) {
     const TensorDesc& d = inputs[i];
     const Tensor& t = tensors[i];
     KILN_CHECK(t.defined(), "pipeline: input ", i, " ('", d.name, "') is undefined");
     KILN_CHECK(t.dtype() == d.dtype, "pipeline: input '", d.name, "' must be ", DTypeName(d.dtype),
                ", got ", DTypeName(t.dtype()));
+    if (!profiles.empty() && profiles.front().inputs.count(d.name)) {
+      shapes[d.name] = t.dims();
+      continue;
+    }
     KILN_CHECK(t.dims() == d.dims, "pipeline: input '", d.name, "' must have dims ",
                DimsToString(d.dims), ", got ", DimsToString(t.dims()));
   }
+  if (!profiles.empty()) SelectProfile(profiles, shapes);  // Throws naming the input and the ranges.
 }
 
 void NormalizeImagesCpu(const uint8_t* nhwc, const ImageGeometry& g, const std::vector<float>& mean,

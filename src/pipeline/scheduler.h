@@ -26,7 +26,9 @@
 
 #include "kiln/kiln.h"
 #include "kiln/pipeline.h"
+#include "kiln/shape_profile.h"
 #include "kiln/tensor.h"
+#include "profile/timeline.h"
 
 namespace kiln::pipeline {
 
@@ -59,6 +61,8 @@ class Stages {
   virtual void RangePush(const char* /*stage*/, uint64_t /*sequence*/) {}
   virtual void RangePop() {}
   virtual size_t DeviceMemoryBytes() const { return 0; }
+  // The recorded timeline (PipelineConfig::record_timeline; GPU only).
+  virtual std::vector<profile::TimelineSpan> Timeline() const { return {}; }
 };
 
 struct SchedulerOptions {
@@ -126,8 +130,11 @@ ImageGeometry ImageInputGeometry(const std::vector<TensorDesc>& inputs,
                                  const std::vector<float>& mean, const std::vector<float>& std);
 constexpr int kMaxImageChannels = 8;
 void CheckImageBytes(const ImageGeometry& geometry, size_t bytes);
-// Throws unless `tensors` match `inputs` one to one in dtype and dims.
-void CheckTensorInputs(const std::vector<TensorDesc>& inputs, const std::vector<Tensor>& tensors);
+// Throws unless `tensors` match `inputs` one to one in dtype and dims. With
+// optimization profiles, the inputs they name may take any dims a profile
+// covers (the others keep their dims).
+void CheckTensorInputs(const std::vector<TensorDesc>& inputs, const std::vector<Tensor>& tensors,
+                       const std::vector<OptimizationProfile>& profiles = {});
 
 // The CPU reference of the GPU preprocessing: uint8 [N,H,W,C] ->
 // (x / 255 - mean[c]) / std[c] as geometry.dtype in [N,C,H,W] at `out`.

@@ -23,6 +23,7 @@
 #include <type_traits>
 
 #include "cuda/cuda_check.h"
+#include "cuda/kernels/attention_dispatch.cuh"
 
 namespace kiln::gpu::kernels {
 namespace {
@@ -268,16 +269,6 @@ void Prepare() {
                                        static_cast<int>(Plan<D>::kBytes)));
 }
 
-template <typename T>
-void PrepareFor(int head_dim) {
-  switch (head_dim) {
-    case 32: return Prepare<T, 32>();
-    case 64: return Prepare<T, 64>();
-    case 128: return Prepare<T, 128>();
-    default: Fail("attention kernel: unsupported head dim ", head_dim, " (32, 64 or 128)");
-  }
-}
-
 template <typename T, int D>
 void Launch(const void* q, const void* k, const void* v, const void* mask, void* out,
             const AttentionParams& p, unsigned blocks, bool aligned, cudaStream_t stream) {
@@ -287,19 +278,6 @@ void Launch(const void* q, const void* k, const void* v, const void* mask, void*
   KILN_CUDA_CHECK(cudaGetLastError());
 }
 
-template <typename T>
-void LaunchFor(const void* q, const void* k, const void* v, const void* mask, void* out,
-               const AttentionParams& p, unsigned blocks, bool aligned, cudaStream_t stream) {
-  switch (p.head_dim) {
-    case 32: return Launch<T, 32>(q, k, v, mask, out, p, blocks, aligned, stream);
-    case 64: return Launch<T, 64>(q, k, v, mask, out, p, blocks, aligned, stream);
-    case 128: return Launch<T, 128>(q, k, v, mask, out, p, blocks, aligned, stream);
-    default: Fail("attention kernel: unsupported head dim ", p.head_dim, " (32, 64 or 128)");
-  }
-}
-
-bool Aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
-
 }  // namespace
 
 bool AttentionSupports(DType dtype, int head_dim) {
@@ -308,9 +286,9 @@ bool AttentionSupports(DType dtype, int head_dim) {
 }
 
 void PrepareAttention(DType dtype, int head_dim) {
-  if (dtype == DType::kFloat16) return PrepareFor<__half>(head_dim);
-  if (dtype == DType::kBFloat16) return PrepareFor<__nv_bfloat16>(head_dim);
-  Fail("attention kernel: unsupported dtype ", DTypeName(dtype), " (float16 or bfloat16)");
+  DispatchAttention("attention kernel", dtype, head_dim, [](auto type, auto dim) {
+    Prepare<decltype(type), decltype(dim)::value>();
+  });
 }
 
 void LaunchAttention(DType dtype, const void* q, const void* k, const void* v, const void* mask,
@@ -327,11 +305,9 @@ void LaunchAttention(DType dtype, const void* q, const void* k, const void* v, c
   // vectors work whenever the base pointers allow them.
   const bool aligned = Aligned16(q) && Aligned16(k) && Aligned16(v) && Aligned16(out);
   const unsigned grid = static_cast<unsigned>(blocks);
-  if (dtype == DType::kFloat16)
-    return LaunchFor<__half>(q, k, v, mask, out, p, grid, aligned, stream);
-  if (dtype == DType::kBFloat16)
-    return LaunchFor<__nv_bfloat16>(q, k, v, mask, out, p, grid, aligned, stream);
-  Fail("attention kernel: unsupported dtype ", DTypeName(dtype), " (float16 or bfloat16)");
+  DispatchAttention("attention kernel", dtype, p.head_dim, [&](auto type, auto dim) {
+    Launch<decltype(type), decltype(dim)::value>(q, k, v, mask, out, p, grid, aligned, stream);
+  });
 }
 
 }  // namespace kiln::gpu::kernels

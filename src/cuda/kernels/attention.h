@@ -44,4 +44,18 @@ void PrepareAttention(DType dtype, int head_dim);
 void LaunchAttention(DType dtype, const void* q, const void* k, const void* v, const void* mask,
                      void* out, const AttentionParams& params, cudaStream_t stream);
 
+// A second implementation of the same computation (attention_mma.cu,
+// tactic "flash_mma_m16n8k16"): FlashAttention-2 style on mma.sync
+// m16n8k16 with Q, S, P and O in registers and K/V double-buffered through
+// cp.async. Same semantics, parameters and contract as the functions above.
+// It needs 16-byte aligned q, k, v and out; otherwise LaunchAttentionMma
+// runs LaunchAttention instead (PrepareAttentionMma prepares both kernels).
+// cap_registers: the build that caps registers so 4 CTAs fit per SM (head
+// dim <= 64; 2 for 128), at the price of a few spilled bytes; the builder
+// times both. Supports the same dtypes and head dims (AttentionSupports).
+void PrepareAttentionMma(DType dtype, int head_dim);
+void LaunchAttentionMma(DType dtype, const void* q, const void* k, const void* v, const void* mask,
+                        void* out, const AttentionParams& params, bool cap_registers,
+                        cudaStream_t stream);
+
 }  // namespace kiln::gpu::kernels

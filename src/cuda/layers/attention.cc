@@ -4,6 +4,12 @@
 // (kernels/attention.cu) that reads heads by stride from [b, s, h*d]
 // projections and writes [b, s, h*d], so no head transposes run and the
 // [b, h, s, s] scores never reach global memory.
+//
+// Tactics (the builder times them and keeps the fastest):
+//   0 flash_wmma_64x64          WMMA, S and O through shared memory
+//   1 flash_mma_m16n8k16        mma.sync, Q/S/P/O in registers (FlashAttention-2
+//                               style, kernels/attention_mma.cu)
+//   2 flash_mma_m16n8k16_occ4   the same, registers capped for 4 CTAs per SM
 #include "cuda/kernels/attention.h"
 
 #include <memory>
@@ -102,17 +108,38 @@ class AttentionLayer : public Layer {
       params_.mask_batch_stride = mask_batch == 1 ? 0 : k.seq;
     }
     kernels::PrepareAttention(dtype_, params_.head_dim);
+    kernels::PrepareAttentionMma(dtype_, params_.head_dim);  // Same dtypes and head dims.
   }
 
   void Enqueue(const LaunchArgs& args) const override {
-    kernels::LaunchAttention(dtype_, args.inputs[0], args.inputs[1], args.inputs[2],
-                             has_mask_ ? args.inputs[3] : nullptr, args.outputs[0], params_,
-                             args.stream);
+    const void* mask = has_mask_ ? args.inputs[3] : nullptr;
+    if (tactic_ == kWmma) {
+      kernels::LaunchAttention(dtype_, args.inputs[0], args.inputs[1], args.inputs[2], mask,
+                               args.outputs[0], params_, args.stream);
+    } else {
+      kernels::LaunchAttentionMma(dtype_, args.inputs[0], args.inputs[1], args.inputs[2], mask,
+                                  args.outputs[0], params_,
+                                  /*cap_registers=*/tactic_ == kMmaCapped, args.stream);
+    }
   }
 
-  std::string TacticName() const override { return "flash_wmma_64x64"; }
+  int NumTactics() const override { return 3; }
+  void SetTactic(int tactic) override {
+    KILN_CHECK(tactic >= 0 && tactic < NumTactics(), "KilnAttention: tactic ", tactic,
+               " out of range [0, ", NumTactics(), ")");
+    tactic_ = tactic;
+  }
+  std::string TacticName() const override {
+    switch (tactic_) {
+      case kMma: return "flash_mma_m16n8k16";
+      case kMmaCapped: return "flash_mma_m16n8k16_occ4";
+      default: return "flash_wmma_64x64";
+    }
+  }
 
  private:
+  static constexpr int kWmma = 0, kMma = 1, kMmaCapped = 2;  // Tactic indices (stored in engines).
+  int tactic_ = kWmma;
   DType dtype_ = DType::kUndefined;
   bool has_mask_ = false;
   kernels::AttentionParams params_;

@@ -70,12 +70,32 @@ Tensor ReferenceAttention(const Tensor& q, const Tensor& k, const Tensor& v, con
   return Reshape(merged, {b, sq, heads * d});
 }
 
-// Creates the KilnAttention layer directly (it has no CPU/inference entry),
-// runs it on poisoned (NaN) output memory, then again from a captured CUDA
-// graph, and returns the first run's output as float32. The graph replay
-// must give identical bytes.
-Tensor RunAttentionLayer(const std::vector<Tensor>& inputs, int64_t heads, float scale,
-                         const std::vector<int64_t>& out_dims) {
+// The KilnAttention layer created directly (it has no CPU/inference entry)
+// with its inputs uploaded and an output buffer. misalign_bytes > 0 places
+// every input and the output that many bytes past an allocation's start (the
+// mma tactics then fall back to the WMMA kernel).
+struct AttentionRig {
+  std::unique_ptr<Layer> layer;
+  std::vector<std::unique_ptr<DeviceBuffer>> buffers;
+  LaunchArgs args;  // args.stream is set by the caller.
+  DType dtype = DType::kUndefined;
+  std::vector<int64_t> out_dims;
+  size_t out_bytes = 0;
+
+  Tensor Download() const {
+    Tensor t(dtype, out_dims);
+    KILN_CUDA_CHECK(
+        cudaMemcpy(t.raw_data(), args.outputs[0], t.nbytes(), cudaMemcpyDeviceToHost));
+    return t;
+  }
+  void PoisonOutput() const {
+    KILN_CUDA_CHECK(cudaMemset(args.outputs[0], 0xFF, out_bytes));  // NaN in float16/bfloat16.
+    KILN_CUDA_CHECK(cudaDeviceSynchronize());
+  }
+};
+
+AttentionRig MakeAttentionRig(const std::vector<Tensor>& inputs, int64_t heads, float scale,
+                              const std::vector<int64_t>& out_dims, size_t misalign_bytes = 0) {
   ir::Graph graph;
   graph.opset_version = 17;
   std::vector<ir::Value*> node_inputs;
@@ -103,56 +123,75 @@ Tensor RunAttentionLayer(const std::vector<Tensor>& inputs, int64_t heads, float
   init.outputs.push_back(out_desc);
   const GpuOpDef* def = GpuLayerRegistry::Global().Find("KilnAttention");
   KILN_CHECK(def, "no GPU layer for KilnAttention");
-  std::unique_ptr<Layer> layer = def->create(init);
-  EXPECT_EQ(layer->WorkspaceBytes(), 0u);
 
-  std::vector<std::unique_ptr<DeviceBuffer>> buffers;
-  LaunchArgs args;
-  for (const Tensor& t : inputs) {
-    buffers.push_back(std::make_unique<DeviceBuffer>(t.nbytes()));
-    KILN_CUDA_CHECK(
-        cudaMemcpy(buffers.back()->ptr, t.raw_data(), t.nbytes(), cudaMemcpyHostToDevice));
-    args.inputs.push_back(buffers.back()->ptr);
-  }
-  DeviceBuffer out(out_desc.nbytes());
-  args.outputs.push_back(out.ptr);
-  auto download = [&] {
-    Tensor t(dtype, out_dims);
-    KILN_CUDA_CHECK(cudaMemcpy(t.raw_data(), out.ptr, t.nbytes(), cudaMemcpyDeviceToHost));
-    return t;
+  AttentionRig rig;
+  rig.layer = def->create(init);
+  EXPECT_EQ(rig.layer->WorkspaceBytes(), 0u);
+  rig.dtype = dtype;
+  rig.out_dims = out_dims;
+  rig.out_bytes = out_desc.nbytes();
+  auto allocate = [&](size_t bytes) {
+    rig.buffers.push_back(std::make_unique<DeviceBuffer>(bytes + misalign_bytes));
+    return static_cast<char*>(rig.buffers.back()->ptr) + misalign_bytes;
   };
-
-  cudaStream_t stream = nullptr;
-  KILN_CUDA_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
-  args.stream = stream;
-  KILN_CUDA_CHECK(cudaMemset(out.ptr, 0xFF, out_desc.nbytes()));  // NaN in float16/bfloat16.
-  KILN_CUDA_CHECK(cudaDeviceSynchronize());
-  layer->Enqueue(args);
-  KILN_CUDA_CHECK(cudaStreamSynchronize(stream));
-  KILN_CUDA_CHECK(cudaGetLastError());
-  Tensor direct = download();
-
-  // The same launch captured into a CUDA graph and replayed.
-  KILN_CUDA_CHECK(cudaMemset(out.ptr, 0xFF, out_desc.nbytes()));
-  KILN_CUDA_CHECK(cudaDeviceSynchronize());
-  cudaGraph_t cuda_graph = nullptr;
-  KILN_CUDA_CHECK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeGlobal));
-  layer->Enqueue(args);
-  KILN_CUDA_CHECK(cudaStreamEndCapture(stream, &cuda_graph));
-  cudaGraphExec_t exec = nullptr;
-  KILN_CUDA_CHECK(cudaGraphInstantiate(&exec, cuda_graph, 0));
-  KILN_CUDA_CHECK(cudaGraphLaunch(exec, stream));
-  KILN_CUDA_CHECK(cudaStreamSynchronize(stream));
-  Tensor replayed = download();
-  KILN_CUDA_CHECK(cudaGraphExecDestroy(exec));
-  KILN_CUDA_CHECK(cudaGraphDestroy(cuda_graph));
-  KILN_CUDA_CHECK(cudaStreamDestroy(stream));
-  EXPECT_EQ(0, std::memcmp(direct.raw_data(), replayed.raw_data(), direct.nbytes()))
-      << "CUDA graph replay differs from the direct launch";
-  return As(direct, DType::kFloat32);
+  for (const Tensor& t : inputs) {
+    char* ptr = allocate(t.nbytes());
+    KILN_CUDA_CHECK(cudaMemcpy(ptr, t.raw_data(), t.nbytes(), cudaMemcpyHostToDevice));
+    rig.args.inputs.push_back(ptr);
+  }
+  rig.args.outputs.push_back(allocate(rig.out_bytes));
+  return rig;
 }
 
-void ExpectClose(const Tensor& got, const Tensor& want, double rtol, double atol) {
+struct TacticOutput {
+  std::string tactic;
+  Tensor output;  // float32.
+};
+
+// Runs every tactic of the layer explicitly (SetTactic) on poisoned (NaN)
+// output memory, then again from a captured CUDA graph, and returns each
+// tactic's first output as float32. The graph replay must give identical
+// bytes.
+std::vector<TacticOutput> RunAttentionLayer(const std::vector<Tensor>& inputs, int64_t heads,
+                                            float scale, const std::vector<int64_t>& out_dims,
+                                            size_t misalign_bytes = 0) {
+  AttentionRig rig = MakeAttentionRig(inputs, heads, scale, out_dims, misalign_bytes);
+  cudaStream_t stream = nullptr;
+  KILN_CUDA_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+  rig.args.stream = stream;
+  std::vector<TacticOutput> results;
+  for (int tactic = 0; tactic < rig.layer->NumTactics(); ++tactic) {
+    rig.layer->SetTactic(tactic);
+    SCOPED_TRACE(rig.layer->TacticName());
+    rig.PoisonOutput();
+    rig.layer->Enqueue(rig.args);
+    KILN_CUDA_CHECK(cudaStreamSynchronize(stream));
+    KILN_CUDA_CHECK(cudaGetLastError());
+    Tensor direct = rig.Download();
+
+    // The same launch captured into a CUDA graph and replayed.
+    rig.PoisonOutput();
+    cudaGraph_t cuda_graph = nullptr;
+    KILN_CUDA_CHECK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeGlobal));
+    rig.layer->Enqueue(rig.args);
+    KILN_CUDA_CHECK(cudaStreamEndCapture(stream, &cuda_graph));
+    cudaGraphExec_t exec = nullptr;
+    KILN_CUDA_CHECK(cudaGraphInstantiate(&exec, cuda_graph, 0));
+    KILN_CUDA_CHECK(cudaGraphLaunch(exec, stream));
+    KILN_CUDA_CHECK(cudaStreamSynchronize(stream));
+    Tensor replayed = rig.Download();
+    KILN_CUDA_CHECK(cudaGraphExecDestroy(exec));
+    KILN_CUDA_CHECK(cudaGraphDestroy(cuda_graph));
+    EXPECT_EQ(0, std::memcmp(direct.raw_data(), replayed.raw_data(), direct.nbytes()))
+        << "CUDA graph replay differs from the direct launch";
+    results.push_back({rig.layer->TacticName(), As(direct, DType::kFloat32)});
+  }
+  KILN_CUDA_CHECK(cudaStreamDestroy(stream));
+  return results;
+}
+
+void ExpectClose(const Tensor& got, const Tensor& want, double rtol, double atol,
+                 const std::string& label) {
   ASSERT_EQ(got.dims(), want.dims());
   const std::vector<float> g = got.ToFloatVector(), w = want.ToFloatVector();
   double worst = 0;
@@ -162,7 +201,7 @@ void ExpectClose(const Tensor& got, const Tensor& want, double rtol, double atol
         << "element " << i << ": gpu " << g[i] << " cpu " << w[i];
     worst = std::max(worst, static_cast<double>(std::fabs(g[i] - w[i])));
   }
-  std::cout << "    max |gpu - cpu| = " << worst << "\n";
+  std::cout << "    " << label << ": max |gpu - cpu| = " << worst << "\n";
 }
 
 struct Case {
@@ -172,12 +211,13 @@ struct Case {
   // "shared" ([sk], random finite bias).
   std::string mask = "none";
   bool rank4 = false;  // Q/K/V/output as [b,s,h,d].
+  size_t misalign_bytes = 0;  // See MakeAttentionRig.
 };
 
 void CheckAttention(const Case& c) {
   SCOPED_TRACE(StrCat(DTypeName(c.dtype), " batch ", c.batch, " q_len ", c.q_len, " kv_len ",
                       c.kv_len, " heads ", c.heads, " head_dim ", c.head_dim, " mask ", c.mask,
-                      c.rank4 ? " rank4" : ""));
+                      c.rank4 ? " rank4" : "", c.misalign_bytes ? " misaligned" : ""));
   const int64_t hd = c.heads * c.head_dim;
   // Scores of a few units so the softmax is far from uniform.
   const Tensor q =
@@ -209,12 +249,18 @@ void CheckAttention(const Case& c) {
   if (mask.defined()) inputs.push_back(As(mask, c.dtype));
   std::vector<int64_t> out_dims = {c.batch, c.q_len, hd};
   if (c.rank4) out_dims = {c.batch, c.q_len, c.heads, c.head_dim};
-  Tensor got = RunAttentionLayer(inputs, c.heads, scale, out_dims);
-  if (c.rank4) got = Reshape(got, {c.batch, c.q_len, hd});
-  // Outputs are averages of V in [-1, 1]; P and the output are rounded to the
-  // storage type.
-  const bool bf16 = c.dtype == DType::kBFloat16;
-  ExpectClose(got, want, bf16 ? 2e-2 : 5e-3, bf16 ? 1e-2 : 2e-3);
+  const std::vector<TacticOutput> results =
+      RunAttentionLayer(inputs, c.heads, scale, out_dims, c.misalign_bytes);
+  // Every supported (dtype, head dim) has the WMMA and both mma tactics.
+  EXPECT_EQ(results.size(), 3u);
+  for (const TacticOutput& r : results) {
+    SCOPED_TRACE(r.tactic);
+    const Tensor got = c.rank4 ? Reshape(r.output, {c.batch, c.q_len, hd}) : r.output;
+    // Outputs are averages of V in [-1, 1]; P and the output are rounded to
+    // the storage type.
+    const bool bf16 = c.dtype == DType::kBFloat16;
+    ExpectClose(got, want, bf16 ? 2e-2 : 5e-3, bf16 ? 1e-2 : 2e-3, r.tactic);
+  }
 }
 
 TEST(AttentionGpu, SeqLengthsMasksAndBatches) {
@@ -235,16 +281,17 @@ TEST(AttentionGpu, SeqLengthsMasksAndBatches) {
 TEST(AttentionGpu, HeadDimsSharedMaskAndShortSequences) {
   KILN_REQUIRE_GPU();
   for (DType dtype : {DType::kFloat16, DType::kBFloat16}) {
-    for (int64_t head_dim : {32, 128}) {
-      Case c;
-      c.dtype = dtype;
-      c.head_dim = head_dim;
-      c.heads = 2;
-      c.batch = 2;
-      c.q_len = c.kv_len = 70;
-      c.mask = "batch";
-      CheckAttention(c);
-    }
+    for (int64_t head_dim : {32, 128})
+      for (int64_t seq : {70, 200}) {
+        Case c;
+        c.dtype = dtype;
+        c.head_dim = head_dim;
+        c.heads = 2;
+        c.batch = 2;
+        c.q_len = c.kv_len = seq;
+        c.mask = "batch";
+        CheckAttention(c);
+      }
     for (int64_t seq : {1, 5, 64, 65}) {
       Case c;
       c.dtype = dtype;
@@ -269,6 +316,93 @@ TEST(AttentionGpu, CrossAttentionLengthsAndRank4Layout) {
   c.mask = "shared";
   c.rank4 = true;
   CheckAttention(c);
+}
+
+// Base pointers that are not 16-byte aligned: the mma tactics cannot use
+// cp.async and run the WMMA kernel's unaligned path instead.
+TEST(AttentionGpu, MisalignedPointers) {
+  KILN_REQUIRE_GPU();
+  for (DType dtype : {DType::kFloat16, DType::kBFloat16}) {
+    Case c;
+    c.dtype = dtype;
+    c.batch = 2;
+    c.q_len = c.kv_len = 77;
+    c.mask = "batch";
+    c.misalign_bytes = 2;
+    CheckAttention(c);
+  }
+}
+
+TEST(AttentionGpu, TacticsAreDistinctAndChecked) {
+  KILN_REQUIRE_GPU();
+  const Tensor q = RandomTensor({1, 4, 128}).CastTo(DType::kFloat16);
+  AttentionRig rig = MakeAttentionRig({q, q, q}, 2, 1.f, {1, 4, 128});
+  ASSERT_EQ(rig.layer->NumTactics(), 3);
+  std::vector<std::string> names;
+  for (int t = 0; t < rig.layer->NumTactics(); ++t) {
+    rig.layer->SetTactic(t);
+    names.push_back(rig.layer->TacticName());
+  }
+  EXPECT_EQ(names, (std::vector<std::string>{"flash_wmma_64x64", "flash_mma_m16n8k16",
+                                             "flash_mma_m16n8k16_occ4"}));
+  EXPECT_THROW(rig.layer->SetTactic(3), Error);
+  EXPECT_THROW(rig.layer->SetTactic(-1), Error);
+}
+
+// Not a check but a measurement (run with --gtest_also_run_disabled_tests):
+// every tactic at BERT-base's attention shape (batch 128, seq 128, 12 heads,
+// head dim 64, a [b,1,1,s] mask), timed with CUDA events; each mma tactic's
+// output must also agree with the WMMA kernel's.
+TEST(AttentionGpu, DISABLED_BertBaseTacticTimes) {
+  KILN_REQUIRE_GPU();
+  const int64_t batch = 128, seq = 128, heads = 12, head_dim = 64, hd = heads * head_dim;
+  const int kWarmup = 5, kIterations = 50;
+  for (DType dtype : {DType::kFloat16, DType::kBFloat16}) {
+    SCOPED_TRACE(DTypeName(dtype));
+    std::vector<float> bias(static_cast<size_t>(batch * seq), 0.f);
+    for (int64_t b = 0; b < batch; ++b)
+      for (int64_t j = seq - (b * 7) % (seq / 2); j < seq; ++j)
+        bias[static_cast<size_t>(b * seq + j)] = -10000.f;
+    const std::vector<Tensor> inputs = {
+        RandomTensor({batch, seq, hd}, -1.5f, 1.5f, 21).CastTo(dtype),
+        RandomTensor({batch, seq, hd}, -1.5f, 1.5f, 22).CastTo(dtype),
+        RandomTensor({batch, seq, hd}, -1.f, 1.f, 23).CastTo(dtype),
+        Tensor::FromFloats({batch, 1, 1, seq}, bias).CastTo(dtype)};
+    AttentionRig rig = MakeAttentionRig(inputs, heads, 0.125f, {batch, seq, hd});
+    cudaStream_t stream = nullptr;
+    KILN_CUDA_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+    rig.args.stream = stream;
+    cudaEvent_t start = nullptr, stop = nullptr;
+    KILN_CUDA_CHECK(cudaEventCreate(&start));
+    KILN_CUDA_CHECK(cudaEventCreate(&stop));
+    const double flops = 4.0 * batch * heads * seq * seq * head_dim;
+    Tensor reference;
+    for (int t = 0; t < rig.layer->NumTactics(); ++t) {
+      rig.layer->SetTactic(t);
+      rig.PoisonOutput();
+      for (int i = 0; i < kWarmup; ++i) rig.layer->Enqueue(rig.args);
+      KILN_CUDA_CHECK(cudaEventRecord(start, stream));
+      for (int i = 0; i < kIterations; ++i) rig.layer->Enqueue(rig.args);
+      KILN_CUDA_CHECK(cudaEventRecord(stop, stream));
+      KILN_CUDA_CHECK(cudaEventSynchronize(stop));
+      float total_ms = 0;
+      KILN_CUDA_CHECK(cudaEventElapsedTime(&total_ms, start, stop));
+      const double ms = total_ms / kIterations;
+      std::printf("  %s %-26s %.4f ms  %.1f TFLOP/s\n", DTypeName(dtype),
+                  rig.layer->TacticName().c_str(), ms, flops / (ms * 1e-3) / 1e12);
+      const Tensor out = As(rig.Download(), DType::kFloat32);
+      if (t == 0) {
+        reference = out;
+      } else {
+        const bool bf16 = dtype == DType::kBFloat16;
+        ExpectClose(out, reference, bf16 ? 2e-2 : 5e-3, bf16 ? 2e-2 : 4e-3,
+                    rig.layer->TacticName() + " vs flash_wmma_64x64");
+      }
+    }
+    KILN_CUDA_CHECK(cudaEventDestroy(start));
+    KILN_CUDA_CHECK(cudaEventDestroy(stop));
+    KILN_CUDA_CHECK(cudaStreamDestroy(stream));
+  }
 }
 
 TEST(AttentionGpu, RejectsWhatItCannotRun) {

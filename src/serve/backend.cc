@@ -55,9 +55,10 @@ class CpuBackend : public Backend {
 size_t BindingBytes(const TensorDesc& d) { return Tensor(d.dtype, d.dims).nbytes(); }
 
 // Engines have static shapes: one engine per batch size bucket (the preferred
-// batch sizes and max_batch_size), all built at load. A batch runs on the
-// smallest bucket that holds it; the pad rows hold stale but finite values
-// (staging is zeroed at allocation) and their outputs are never copied back.
+// batch sizes, max_batch_size and the powers of two below it), all built at
+// load. A batch runs on the smallest bucket that holds it; the pad rows hold
+// stale but finite values (staging is zeroed at allocation) and their
+// outputs are never copied back.
 //
 // Each instance is one worker thread that runs one batch at a time and waits
 // for it, so its buckets share one stream, pinned staging and device binding
@@ -74,6 +75,9 @@ class GpuBackend : public Backend {
     if (batched_) {
       sizes.insert(config.preferred_batch_sizes.begin(), config.preferred_batch_sizes.end());
       sizes.insert(config.max_batch_size);
+      // Powers of two too, so that no batch is padded to more than twice its
+      // rows whatever the preferred sizes (which steer batching, not padding).
+      for (int size = 1; size < config.max_batch_size; size *= 2) sizes.insert(size);
     } else {
       sizes.insert(0);
     }

@@ -177,4 +177,26 @@ void ExpectGpuMatchesCpu(const std::string& op_type, const std::vector<Tensor>& 
   }
 }
 
+double TimeEnqueueMs(const gpu::Layer& layer, const gpu::LaunchArgs& args, int warmup, int iterations) {
+  for (int i = 0; i < warmup; ++i) layer.Enqueue(args);
+  cudaEvent_t start = nullptr, stop = nullptr;
+  KILN_CUDA_CHECK(cudaEventCreate(&start));
+  KILN_CUDA_CHECK(cudaEventCreate(&stop));
+  float ms = 0;
+  try {
+    KILN_CUDA_CHECK(cudaEventRecord(start, args.stream));
+    for (int i = 0; i < iterations; ++i) layer.Enqueue(args);
+    KILN_CUDA_CHECK(cudaEventRecord(stop, args.stream));
+    KILN_CUDA_CHECK(cudaEventSynchronize(stop));
+    KILN_CUDA_CHECK(cudaEventElapsedTime(&ms, start, stop));
+  } catch (...) {
+    cudaEventDestroy(start);
+    cudaEventDestroy(stop);
+    throw;
+  }
+  KILN_CUDA_CHECK(cudaEventDestroy(start));
+  KILN_CUDA_CHECK(cudaEventDestroy(stop));
+  return ms / iterations;
+}
+
 }  // namespace kiln::testing

@@ -51,4 +51,9 @@ void ExpectGpuMatchesCpu(const std::string& op_type, const std::vector<Tensor>& 
                          const ir::Attributes& attrs, const GpuNodeOptions& options = {},
                          double rtol = 1e-5, double atol = 1e-6);
 
+// Mean milliseconds per layer.Enqueue(args) on args.stream: `warmup`
+// launches, then `iterations` timed with CUDA events (for DISABLED_ timing tests).
+double TimeEnqueueMs(const gpu::Layer& layer, const gpu::LaunchArgs& args, int warmup = 3,
+                     int iterations = 20);
+
 }  // namespace kiln::testing

@@ -28,6 +28,7 @@ struct TensorDesc {
   std::vector<int64_t> dims;             // -1 marks a dynamic dim.
   std::vector<std::string> dim_names;    // The symbol of each dynamic dim ("" if unnamed).
   std::string ShapeString() const;       // "[batch,3,224,224]"
+  size_t nbytes() const { return ByteSize(dtype, dims); }  // Concrete dims only.
 };
 
 struct LoadOptions {

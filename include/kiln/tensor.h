@@ -36,6 +36,8 @@ enum class DType : int32_t {
 
 // Bytes per element (0 for kUndefined and kString).
 size_t DTypeSize(DType dtype);
+// Bytes of a dense tensor of `dims` (all >= 0; throws otherwise) and dtype.
+size_t ByteSize(DType dtype, const std::vector<int64_t>& dims);
 // "float32", "int64", ... as printed in reports and errors.
 const char* DTypeName(DType dtype);
 bool IsFloatingPoint(DType dtype);  // float16/bfloat16/float32/float64

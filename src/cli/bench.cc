@@ -74,7 +74,7 @@ int RunBench(const BenchOptions& o) {
   std::mt19937 rng(0);
   size_t in_bytes = 0, out_bytes = 0;
   for (const TensorDesc& d : context->CurrentInputs()) {
-    size_t bytes = Tensor(d.dtype, d.dims).nbytes();
+    size_t bytes = d.nbytes();
     in_bytes += bytes;
     h_in.push_back(std::make_unique<PinnedBuffer>(bytes));
     FillRandom(d, h_in.back()->ptr, rng);
@@ -83,7 +83,7 @@ int RunBench(const BenchOptions& o) {
     in_ptrs.push_back(d_in.back()->ptr);
   }
   for (const TensorDesc& d : context->CurrentOutputs()) {
-    size_t bytes = Tensor(d.dtype, d.dims).nbytes();
+    size_t bytes = d.nbytes();
     out_bytes += bytes;
     h_out.push_back(std::make_unique<PinnedBuffer>(bytes));
     d_out.push_back(std::make_unique<DeviceBuffer>(bytes));

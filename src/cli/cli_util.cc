@@ -254,7 +254,7 @@ DeviceBindings::DeviceBindings(const Engine& engine, uint32_t seed) : engine_(en
       inputs_.push_back(p);
     }
     for (const TensorDesc& d : engine.outputs())
-      outputs_.push_back(allocate(Tensor(d.dtype, d.dims).nbytes()));
+      outputs_.push_back(allocate(d.nbytes()));
   } catch (...) {
     for (void* p : buffers_) cudaFree(p);
     throw;

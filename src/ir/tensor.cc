@@ -172,6 +172,15 @@ Tensor Tensor::FromInt64s(std::vector<int64_t> dims, const std::vector<int64_t>&
   return t;
 }
 
+size_t ByteSize(DType dtype, const std::vector<int64_t>& dims) {
+  int64_t n = 1;
+  for (int64_t d : dims) {
+    KILN_CHECK(d >= 0, "negative dimension in ", DimsToString(dims));
+    n *= d;
+  }
+  return static_cast<size_t>(n) * DTypeSize(dtype);
+}
+
 int64_t Tensor::numel() const {
   int64_t n = 1;
   for (int64_t d : dims_) n *= d;

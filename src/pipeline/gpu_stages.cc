@@ -80,12 +80,6 @@ class HostBuffer {
   void* ptr_ = nullptr;
 };
 
-size_t BindingBytes(DType dtype, const std::vector<int64_t>& dims) {
-  int64_t numel = 1;
-  for (int64_t d : dims) numel *= d;
-  return static_cast<size_t>(numel) * DTypeSize(dtype);
-}
-size_t BindingBytes(const TensorDesc& d) { return BindingBytes(d.dtype, d.dims); }
 
 class GpuStages : public Stages {
  public:
@@ -99,8 +93,8 @@ class GpuStages : public Stages {
                config.staging_threads);
     const int num_slots = EffectiveSlots(config);
     KILN_CHECK(num_slots >= 1, "pipeline: slots must be at least 1, got ", num_slots);
-    for (const TensorDesc& d : engine.inputs()) input_bytes_.push_back(BindingBytes(d));
-    for (const TensorDesc& d : engine.outputs()) output_bytes_.push_back(BindingBytes(d));
+    for (const TensorDesc& d : engine.inputs()) input_bytes_.push_back(d.nbytes());
+    for (const TensorDesc& d : engine.outputs()) output_bytes_.push_back(d.nbytes());
     if (dynamic_) SizeForProfiles();
     // Images are possible when the engine has one NCHW float input of static dims.
     try {
@@ -129,6 +123,7 @@ class GpuStages : public Stages {
       lane->compute = lane->streams[config.overlap ? 1 : 0]->stream;
       lane->copy_out = lane->streams.back()->stream;
       lane->name = StrCat("lane ", i);
+      lane->launch_track = lane->name + ": launch thread";
       if (config.cuda_graph) {
         // Fixed binding pointers so the captured graph is replayed, never re-captured.
         for (size_t b : input_bytes_) lane->bind_in.push_back(std::make_unique<DeviceBuffer>(b));
@@ -184,12 +179,13 @@ class GpuStages : public Stages {
     HostSpan span(this, "host: submit", "stage", sequence);
     Slot& slot = *slots_.at(static_cast<size_t>(slot_index));
     slot.images = input.is_images();
-    if (slot.images) {
-      copier_.Copy({{slot.raw->ptr(), input.images, slot.raw->bytes()}});
-      return;
-    }
     std::vector<CopyJob>& jobs = slot.copy_jobs;  // Reused: no allocation once warm.
     jobs.clear();
+    if (slot.images) {
+      jobs.push_back({slot.raw->ptr(), input.images, slot.raw->bytes()});
+      copier_.Copy(jobs);
+      return;
+    }
     for (size_t i = 0; i < slot.in.size(); ++i) {
       const Tensor& t = (*input.tensors)[i];
       slot.in_used[i] = t.nbytes();
@@ -202,7 +198,7 @@ class GpuStages : public Stages {
   void Launch(int slot_index, int lane_index, uint64_t sequence) override {
     Slot& slot = *slots_.at(static_cast<size_t>(slot_index));
     Lane& lane = *lanes_.at(static_cast<size_t>(lane_index));
-    HostSpan span(this, lane.name + ": launch thread", "launch", sequence);
+    HostSpan span(this, lane.launch_track.c_str(), "launch", sequence);
     slot.lane = lane_index;
     if (!config_.reuse_device_buffers) {
       ScopedRange range("allocate", sequence);
@@ -330,7 +326,7 @@ class GpuStages : public Stages {
     std::vector<std::unique_ptr<Stream>> streams;
     cudaStream_t copy_in = nullptr, compute = nullptr, copy_out = nullptr;
     std::vector<std::unique_ptr<DeviceBuffer>> bind_in, bind_out;  // cuda_graph only
-    std::string name;
+    std::string name, launch_track;  // Timeline rows.
     InputShapes shapes;  // The dims the context was last set to (dynamic engines).
     bool has_shapes = false;
   };
@@ -361,9 +357,9 @@ class GpuStages : public Stages {
       for (const auto& [name, range] : profile.inputs) max_shapes[name] = range.max;
       context->SetInputShapes(max_shapes);
       for (size_t i = 0; i < input_bytes_.size(); ++i)
-        input_bytes_[i] = std::max(input_bytes_[i], BindingBytes(context->CurrentInputs()[i]));
+        input_bytes_[i] = std::max(input_bytes_[i], context->CurrentInputs()[i].nbytes());
       for (size_t i = 0; i < output_bytes_.size(); ++i)
-        output_bytes_[i] = std::max(output_bytes_[i], BindingBytes(context->CurrentOutputs()[i]));
+        output_bytes_[i] = std::max(output_bytes_[i], context->CurrentOutputs()[i].nbytes());
     }
   }
 
@@ -377,7 +373,7 @@ class GpuStages : public Stages {
     }
     for (size_t i = 0; i < slot.out_dims.size(); ++i) {
       slot.out_dims[i] = lane.context->OutputDims(static_cast<int>(i));  // Assigns in place.
-      slot.out_used[i] = BindingBytes(engine_.outputs()[i].dtype, slot.out_dims[i]);
+      slot.out_used[i] = ByteSize(engine_.outputs()[i].dtype, slot.out_dims[i]);
     }
   }
 
@@ -412,10 +408,11 @@ class GpuStages : public Stages {
   // A host stage, timed from construction to destruction when recording.
   class HostSpan {
    public:
-    HostSpan(GpuStages* stages, std::string track, const char* stage, uint64_t sequence)
+    // Builds nothing unless recording: this runs for every batch.
+    HostSpan(GpuStages* stages, const char* track, const char* stage, uint64_t sequence)
         : stages_(stages->origin_ ? stages : nullptr) {
       if (!stages_) return;
-      track_ = std::move(track);
+      track_ = track;
       name_ = StrCat(stage, " #", sequence);
       start_ = stages_->NowUs();
     }

@@ -52,7 +52,6 @@ class CpuBackend : public Backend {
 };
 
 #ifdef KILN_HAVE_CUDA
-size_t BindingBytes(const TensorDesc& d) { return Tensor(d.dtype, d.dims).nbytes(); }
 
 // Engines have static shapes: one engine per batch size bucket (the preferred
 // batch sizes, max_batch_size and the powers of two below it), all built at
@@ -114,12 +113,12 @@ class GpuBackend : public Backend {
     for (int i = 0; i < instances; ++i) {
       auto inst = std::make_unique<Instance>();
       for (const TensorDesc& d : largest.inputs()) {
-        const size_t bytes = BindingBytes(d);
+        const size_t bytes = d.nbytes();
         inst->host_in.push_back(std::make_unique<cuda::PinnedBuffer>(bytes));
         inst->device_in.push_back(std::make_unique<cuda::DeviceBuffer>(bytes));
       }
       for (const TensorDesc& d : largest.outputs()) {
-        const size_t bytes = BindingBytes(d);
+        const size_t bytes = d.nbytes();
         inst->host_out.push_back(std::make_unique<cuda::PinnedBuffer>(bytes));
         inst->device_out.push_back(std::make_unique<cuda::DeviceBuffer>(bytes));
       }
@@ -306,7 +305,7 @@ class GpuBackend : public Backend {
   }
   // Bytes of one batch row (the whole binding without a batch dim).
   size_t RowBytes(const TensorDesc& d) const {
-    const size_t bytes = BindingBytes(d);
+    const size_t bytes = d.nbytes();
     const int64_t batch = buckets_.back().batch;
     return batched_ && batch > 0 ? bytes / static_cast<size_t>(batch) : bytes;
   }

@@ -372,22 +372,12 @@ TEST(AttentionGpu, DISABLED_BertBaseTacticTimes) {
     cudaStream_t stream = nullptr;
     KILN_CUDA_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
     rig.args.stream = stream;
-    cudaEvent_t start = nullptr, stop = nullptr;
-    KILN_CUDA_CHECK(cudaEventCreate(&start));
-    KILN_CUDA_CHECK(cudaEventCreate(&stop));
     const double flops = 4.0 * batch * heads * seq * seq * head_dim;
     Tensor reference;
     for (int t = 0; t < rig.layer->NumTactics(); ++t) {
       rig.layer->SetTactic(t);
       rig.PoisonOutput();
-      for (int i = 0; i < kWarmup; ++i) rig.layer->Enqueue(rig.args);
-      KILN_CUDA_CHECK(cudaEventRecord(start, stream));
-      for (int i = 0; i < kIterations; ++i) rig.layer->Enqueue(rig.args);
-      KILN_CUDA_CHECK(cudaEventRecord(stop, stream));
-      KILN_CUDA_CHECK(cudaEventSynchronize(stop));
-      float total_ms = 0;
-      KILN_CUDA_CHECK(cudaEventElapsedTime(&total_ms, start, stop));
-      const double ms = total_ms / kIterations;
+      const double ms = testing::TimeEnqueueMs(*rig.layer, rig.args, kWarmup, kIterations);
       std::printf("  %s %-26s %.4f ms  %.1f TFLOP/s\n", DTypeName(dtype),
                   rig.layer->TacticName().c_str(), ms, flops / (ms * 1e-3) / 1e12);
       const Tensor out = As(rig.Download(), DType::kFloat32);
@@ -399,8 +389,6 @@ TEST(AttentionGpu, DISABLED_BertBaseTacticTimes) {
                     rig.layer->TacticName() + " vs flash_wmma_64x64");
       }
     }
-    KILN_CUDA_CHECK(cudaEventDestroy(start));
-    KILN_CUDA_CHECK(cudaEventDestroy(stop));
     KILN_CUDA_CHECK(cudaStreamDestroy(stream));
   }
 }

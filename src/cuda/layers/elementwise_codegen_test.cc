@@ -539,20 +539,7 @@ TEST(GpuElementwiseCodegenTest, DISABLED_CodegenBandwidth) {
       gpu::LaunchArgs args;
       args.inputs = {in.ptr};
       args.outputs = {out.ptr};
-      for (int i = 0; i < 3; ++i) layer->Enqueue(args);
-      cudaEvent_t start, stop;
-      KILN_CUDA_CHECK(cudaEventCreate(&start));
-      KILN_CUDA_CHECK(cudaEventCreate(&stop));
-      const int iterations = 20;
-      KILN_CUDA_CHECK(cudaEventRecord(start));
-      for (int i = 0; i < iterations; ++i) layer->Enqueue(args);
-      KILN_CUDA_CHECK(cudaEventRecord(stop));
-      KILN_CUDA_CHECK(cudaEventSynchronize(stop));
-      float ms = 0;
-      KILN_CUDA_CHECK(cudaEventElapsedTime(&ms, start, stop));
-      cudaEventDestroy(start);
-      cudaEventDestroy(stop);
-      const double per = ms / iterations;
+      const double per = testing::TimeEnqueueMs(*layer, args);
       std::printf("GELU %s %-11s %.3f ms  %.1f GB/s\n", DTypeName(dtype),
                   layer->TacticName().c_str(), per,
                   2.0 * static_cast<double>(c.inputs[0].nbytes()) / (per * 1e6));

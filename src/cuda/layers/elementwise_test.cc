@@ -867,20 +867,7 @@ double BenchLayer(const ir::Node& node, const std::vector<gpu::TensorDesc>& inpu
   DeviceMemory workspace(layer->WorkspaceBytes());
   args.outputs.push_back(out.ptr);
   args.workspace = workspace.ptr;
-  for (int i = 0; i < 3; ++i) layer->Enqueue(args);
-  cudaEvent_t start, stop;
-  KILN_CUDA_CHECK(cudaEventCreate(&start));
-  KILN_CUDA_CHECK(cudaEventCreate(&stop));
-  const int iterations = 20;
-  KILN_CUDA_CHECK(cudaEventRecord(start));
-  for (int i = 0; i < iterations; ++i) layer->Enqueue(args);
-  KILN_CUDA_CHECK(cudaEventRecord(stop));
-  KILN_CUDA_CHECK(cudaEventSynchronize(stop));
-  float ms = 0;
-  KILN_CUDA_CHECK(cudaEventElapsedTime(&ms, start, stop));
-  cudaEventDestroy(start);
-  cudaEventDestroy(stop);
-  const double seconds = ms / 1e3 / iterations;
+  const double seconds = testing::TimeEnqueueMs(*layer, args) / 1e3;
   return static_cast<double>(bytes) / seconds / 1e9;
 }
 

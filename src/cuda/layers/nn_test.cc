@@ -851,27 +851,14 @@ void TimeLayer(const LayerCase& c, double flops) {
   cudaStream_t stream = nullptr;
   KILN_CUDA_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
   args.stream = stream;
-  cudaEvent_t start = nullptr, stop = nullptr;
-  KILN_CUDA_CHECK(cudaEventCreate(&start));
-  KILN_CUDA_CHECK(cudaEventCreate(&stop));
   for (int tactic = 0; tactic < layer->NumTactics(); ++tactic) {
     layer->SetTactic(tactic);
     DeviceBuffer workspace(layer->WorkspaceBytes());
     args.workspace = workspace.ptr;
-    for (int i = 0; i < 3; ++i) layer->Enqueue(args);
-    constexpr int kIters = 20;
-    KILN_CUDA_CHECK(cudaEventRecord(start, stream));
-    for (int i = 0; i < kIters; ++i) layer->Enqueue(args);
-    KILN_CUDA_CHECK(cudaEventRecord(stop, stream));
-    KILN_CUDA_CHECK(cudaEventSynchronize(stop));
-    float ms = 0;
-    KILN_CUDA_CHECK(cudaEventElapsedTime(&ms, start, stop));
-    const double seconds = ms / 1e3 / kIters;
+    const double seconds = testing::TimeEnqueueMs(*layer, args) / 1e3;
     std::printf("  %s %-55s %9.1f us %7.1f TFLOP/s\n", c.op.c_str(), layer->TacticName().c_str(),
                 seconds * 1e6, flops / seconds / 1e12);
   }
-  KILN_CUDA_CHECK(cudaEventDestroy(start));
-  KILN_CUDA_CHECK(cudaEventDestroy(stop));
   KILN_CUDA_CHECK(cudaStreamDestroy(stream));
 }
 

@@ -213,12 +213,15 @@ std::pair<int, double> TimeTactics(gpu::Layer& layer, const gpu::LayerInit& init
 
 double LayerFlops(const ir::Node& node) {
   std::string op = node.op_type;
-  if (op == "KilnAttention" && node.inputs.size() >= 2 && node.inputs[0] && node.inputs[1]) {
-    // Q·Kᵀ and P·V: 2 x 2·b·sq·sk·(h·d) for Q [b,sq,h·d] or [b,sq,h,d], K [b,sk,...].
+  const bool packed_qkv = op == "KilnAttention" && node.attrs.GetInt("packed_qkv", 0) != 0;
+  if (op == "KilnAttention" && !node.inputs.empty() && node.inputs[0] &&
+      (packed_qkv || (node.inputs.size() >= 2 && node.inputs[1]))) {
+    // Q·Kᵀ and P·V: 2 x 2·b·sq·sk·(h·d) for Q [b,sq,h·d] or [b,sq,h,d], K [b,sk,...]
+    // (packed: Q, K, V are the column thirds of one [b,s,3·h·d]).
     const std::vector<int64_t> q = ir::KnownDims(*node.inputs[0]->type.shape);
-    const std::vector<int64_t> k = ir::KnownDims(*node.inputs[1]->type.shape);
+    const std::vector<int64_t> k = ir::KnownDims(*node.inputs[packed_qkv ? 0 : 1]->type.shape);
     if (q.size() >= 3 && k.size() >= 2) {
-      double heads_x_dim = 1;
+      double heads_x_dim = packed_qkv ? 1.0 / 3.0 : 1.0;
       for (size_t i = 2; i < q.size(); ++i) heads_x_dim *= static_cast<double>(q[i]);
       return 4.0 * static_cast<double>(q[0]) * static_cast<double>(q[1]) * static_cast<double>(k[1]) *
              heads_x_dim;
@@ -352,6 +355,7 @@ std::string LowerGraph(ir::Graph& graph, std::unordered_map<const ir::Value*, gp
   int fused_conv = builder::FuseConvEpilogues(graph);
   int fused_gemm = builder::FuseGemmEpilogues(graph);
   int attentions = builder::FuseAttention(graph);  // FP16/BF16 only; before FuseElementwise takes the Div/Add.
+  int packed_qkv = builder::PackAttentionQkv(graph);
   int fused_elementwise = builder::FuseElementwise(graph);
   graph.SortTopologically();
   graph.RemoveUnusedValues();
@@ -366,7 +370,8 @@ std::string LowerGraph(ir::Graph& graph, std::unordered_map<const ir::Value*, gp
   graph.SortTopologically();
   graph.Validate();
   return StrCat("lowered: ", graph.nodes().size(), " layers (fused: ", fused_conv, " conv epilogues, ",
-                fused_gemm, " GEMM epilogues, ", attentions, " attentions, ", fused_elementwise,
+                fused_gemm, " GEMM epilogues, ", attentions, " attentions (", packed_qkv,
+                " with packed QKV), ", fused_elementwise,
                 " elementwise nodes; ", stems, " space-to-depth stems)");
 }
 

@@ -1,5 +1,6 @@
 #include "builder/fuse_attention.h"
 
+#include <cstring>
 #include <optional>
 #include <string>
 #include <unordered_set>
@@ -264,7 +265,112 @@ bool FuseAt(ir::Graph& graph, ir::Node* softmax, std::unordered_set<ir::Node*>& 
   return true;
 }
 
+// The KilnMatMul producing attention input v, when it can join a packed QKV
+// projection: v feeds only `attention`, B is a constant [K, N] (transB 0),
+// the bias (if any) a constant [N], no activation and no residual.
+ir::Node* PackableProjection(const ir::Graph& graph, const ir::Value* v, const ir::Node* attention) {
+  ir::Node* mm = v ? v->producer : nullptr;
+  if (!mm || mm->op_type != "KilnMatMul" || !OnlyFeeds(graph, v, attention)) return nullptr;
+  if (mm->inputs.size() < 2 || mm->inputs.size() > 3 || !mm->has_input(0) || !mm->has_input(1))
+    return nullptr;
+  if (mm->attrs.GetInt("transB", 0) != 0 || !mm->attrs.GetString("activation", "").empty())
+    return nullptr;
+  const ir::Value* b = mm->inputs[1];
+  if (!b->is_constant() || b->constant.rank() != 2) return nullptr;
+  if (mm->has_input(2)) {
+    const ir::Value* bias = mm->inputs[2];
+    if (!bias->is_constant() || bias->constant.rank() != 1 ||
+        bias->constant.dtype() != b->constant.dtype())
+      return nullptr;
+  }
+  const std::optional<std::vector<int64_t>> dims = KnownDims(v);
+  if (!dims || dims->size() != 3) return nullptr;
+  return mm;
+}
+
+// Column-concatenation of row-major [rows, cols_i] constants of one dtype.
+Tensor ConcatColumns(const std::vector<const Tensor*>& parts) {
+  const int64_t rows = parts[0]->rank() == 2 ? parts[0]->dim(0) : 1;
+  int64_t cols = 0;
+  for (const Tensor* t : parts) cols += t->dims().back();
+  std::vector<int64_t> dims = parts[0]->dims();
+  dims.back() = cols;
+  Tensor out(parts[0]->dtype(), dims);
+  const size_t elem = DTypeSize(out.dtype());
+  char* dst = static_cast<char*>(out.raw_data());
+  for (int64_t r = 0; r < rows; ++r) {
+    for (const Tensor* t : parts) {
+      const size_t row_bytes = static_cast<size_t>(t->dims().back()) * elem;
+      std::memcpy(dst, static_cast<const char*>(t->raw_data()) + static_cast<size_t>(r) * row_bytes,
+                  row_bytes);
+      dst += row_bytes;
+    }
+  }
+  return out;
+}
+
+bool PackAt(ir::Graph& graph, ir::Node* attention) {
+  if (attention->attrs.GetInt("packed_qkv", 0) != 0 || attention->inputs.size() < 3) return false;
+  ir::Value* q = attention->inputs[0];
+  ir::Value* k = attention->inputs[1];
+  ir::Value* v = attention->inputs[2];
+  if (!q || !k || !v || q == k || k == v || q == v) return false;
+  ir::Node* mm[3] = {PackableProjection(graph, q, attention), PackableProjection(graph, k, attention),
+                     PackableProjection(graph, v, attention)};
+  if (!mm[0] || !mm[1] || !mm[2]) return false;
+  const ir::Value* a = mm[0]->inputs[0];
+  const std::vector<int64_t> dims = *KnownDims(q);
+  const bool biased = mm[0]->has_input(2);
+  for (ir::Node* m : mm) {
+    if (m->inputs[0] != a || m->has_input(2) != biased) return false;
+    if (m->inputs[1]->constant.dims() != mm[0]->inputs[1]->constant.dims() ||
+        m->inputs[1]->constant.dtype() != mm[0]->inputs[1]->constant.dtype())
+      return false;
+    if (KnownDims(m->outputs[0]) != dims || m->outputs[0]->type.dtype != q->type.dtype) return false;
+  }
+  const std::string stem = mm[0]->name.empty() ? std::string("qkv") : mm[0]->name;
+  std::vector<ir::Value*> inputs = {
+      mm[0]->inputs[0],
+      graph.AddConstant(graph.UniqueName(stem + "_qkv_weight"),
+                        ConcatColumns({&mm[0]->inputs[1]->constant, &mm[1]->inputs[1]->constant,
+                                       &mm[2]->inputs[1]->constant}))};
+  if (biased)
+    inputs.push_back(graph.AddConstant(
+        graph.UniqueName(stem + "_qkv_bias"),
+        ConcatColumns({&mm[0]->inputs[2]->constant, &mm[1]->inputs[2]->constant,
+                       &mm[2]->inputs[2]->constant})));
+  std::vector<int64_t> packed_dims = dims;
+  packed_dims.back() *= 3;
+  ir::Value* packed = graph.AddValue(graph.UniqueName(stem + "_qkv"),
+                                     {q->type.dtype, ir::ShapeFromDims(packed_dims)});
+  ir::Attributes attrs = mm[0]->attrs;
+  const int opset = mm[0]->opset;
+  const std::string name = graph.UniqueName(stem + "_qkv");
+  for (ir::Node* m : mm) graph.RemoveNode(m);
+  ir::Node* fused = graph.AddNode("KilnMatMul", name, inputs, {packed});
+  fused->attrs = std::move(attrs);
+  fused->opset = opset;
+  std::vector<ir::Value*> att_inputs = {packed};
+  if (attention->inputs.size() > 3) att_inputs.push_back(attention->inputs[3]);
+  attention->inputs = att_inputs;
+  attention->attrs.set("packed_qkv", int64_t{1});
+  return true;
+}
+
 }  // namespace
+
+int PackAttentionQkv(ir::Graph& graph) {
+  std::vector<ir::Node*> attentions;
+  for (const auto& n : graph.nodes())
+    if (n->op_type == "KilnAttention") attentions.push_back(n.get());
+  int packed = 0;
+  for (ir::Node* n : attentions) packed += PackAt(graph, n) ? 1 : 0;
+  if (packed) {
+    graph.SortTopologically();
+    graph.RemoveUnusedValues();
+  }
+  return packed;
+}
 
 bool AttentionHeadDimSupported(int64_t head_dim) {
   return head_dim == 32 || head_dim == 64 || head_dim == 128;

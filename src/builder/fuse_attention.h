@@ -30,7 +30,8 @@
 //               (any rank <= 4 whose dims right-align that way).
 //               All of one dtype: float16 or bfloat16.
 //   output      [b,sq,h*d] or [b,sq,h,d], the inputs' dtype.
-//   attributes  num_heads (int), scale (float: S' = S * scale).
+//   attributes  num_heads (int), scale (float: S' = S * scale),
+//               packed_qkv (int, optional; see PackAttentionQkv).
 //   Computes softmax(Q K^T * scale + mask) V per (batch, head) with float32
 //   scores and softmax.
 //
@@ -48,5 +49,14 @@ namespace kiln::builder {
 bool AttentionHeadDimSupported(int64_t head_dim);
 
 int FuseAttention(ir::Graph& graph);
+
+// Self-attention whose Q, K and V are three KilnMatMul projections of one
+// input (constant [K, N] weights, constant or no biases, no activation, each
+// read only by the attention) becomes one KilnMatMul with the weights and
+// biases concatenated column-wise, writing [b, s, 3N], and a KilnAttention
+// with attribute packed_qkv = 1 and inputs (QKV, mask?) that reads Q, K and V
+// as the three column blocks (row stride 3N): one GEMM launch instead of
+// three, with a 3x wider N. Run after FuseAttention. Returns the number packed.
+int PackAttentionQkv(ir::Graph& graph);
 
 }  // namespace kiln::builder

@@ -18,6 +18,7 @@
 #include "builder/lower.h"
 #include "onnx/importer.h"
 #include "passes/passes.h"
+#include "test_util.h"
 
 namespace kiln::builder {
 namespace {
@@ -369,6 +370,23 @@ TEST(FuseAttention, ExportedBertFusesOnePerLayer) {
         EXPECT_EQ(n->attrs.GetInt("num_heads"), 12);
         EXPECT_FLOAT_EQ(n->attrs.GetFloat("scale"), 0.125f);
       }
+      // Q, K and V are projections of one input: one packed GEMM per layer.
+      const int matmuls = Histogram(*graph)["KilnMatMul"];
+      EXPECT_EQ(PackAttentionQkv(*graph), layers);
+      EXPECT_EQ(Histogram(*graph)["KilnMatMul"], matmuls - 2 * layers);
+      for (const auto& n : graph->nodes()) {
+        if (n->op_type != "KilnAttention") continue;
+        EXPECT_EQ(n->attrs.GetInt("packed_qkv"), 1);
+        ASSERT_EQ(n->inputs.size(), 2u) << n->Describe();
+        EXPECT_EQ(ir::KnownDims(*n->inputs[0]->type.shape), (std::vector<int64_t>{3, seq, 3 * 768}));
+        const ir::Node* qkv = n->inputs[0]->producer;
+        ASSERT_NE(qkv, nullptr);
+        EXPECT_EQ(qkv->op_type, "KilnMatMul");
+        ASSERT_EQ(qkv->inputs.size(), 3u);
+        EXPECT_EQ(qkv->inputs[1]->constant.dims(), (std::vector<int64_t>{768, 3 * 768}));
+        EXPECT_EQ(qkv->inputs[2]->constant.dims(), (std::vector<int64_t>{3 * 768}));
+      }
+      EXPECT_EQ(PackAttentionQkv(*graph), 0);  // Idempotent.
       // The rest of the build pipeline still runs on the fused graph.
       FuseElementwise(*graph);
       graph->SortTopologically();
@@ -379,6 +397,60 @@ TEST(FuseAttention, ExportedBertFusesOnePerLayer) {
       EXPECT_NO_THROW(graph->Validate());
       for (const auto& n : graph->nodes())
         EXPECT_NE(gpu::GpuLayerRegistry::Global().Find(n->op_type), nullptr) << n->Describe();
+    }
+  }
+}
+
+// Three projections of one input become one GEMM whose weight and bias are
+// the column-wise concatenation, in Q, K, V order; a projection with another
+// reader keeps the attention unpacked.
+TEST(PackAttentionQkv, ConcatenatesWeightsAndBiases) {
+  for (bool shared_v : {false, true}) {
+    SCOPED_TRACE(shared_v ? "V has another reader" : "packable");
+    ir::Graph g;
+    g.opset_version = 17;
+    ir::Value* x = g.AddValue("x", {DType::kFloat16, ir::ShapeFromDims({2, 5, 8})});
+    x->is_graph_input = true;
+    g.inputs().push_back(x);
+    std::vector<Tensor> weights, biases;
+    std::vector<ir::Value*> projections;
+    for (int i = 0; i < 3; ++i) {
+      weights.push_back(kiln::testing::RandomTensor({8, 8}, -1, 1, 10 + i).CastTo(DType::kFloat16));
+      biases.push_back(kiln::testing::RandomTensor({8}, -1, 1, 20 + i).CastTo(DType::kFloat16));
+      ir::Value* y = g.AddValue(StrCat("p", i), {DType::kFloat16, ir::ShapeFromDims({2, 5, 8})});
+      ir::Node* mm = g.AddNode("KilnMatMul", StrCat("mm", i),
+                               {x, g.AddConstant(StrCat("w", i), weights.back()),
+                                g.AddConstant(StrCat("b", i), biases.back())},
+                               {y});
+      mm->attrs.set("transB", int64_t{0});
+      mm->attrs.set("activation", std::string());
+      projections.push_back(y);
+    }
+    ir::Value* out = g.AddValue("out", {DType::kFloat16, ir::ShapeFromDims({2, 5, 8})});
+    ir::Node* att = g.AddNode("KilnAttention", "att", projections, {out});
+    att->attrs.set("num_heads", int64_t{2});
+    att->attrs.set("scale", 0.5f);
+    g.outputs().push_back(out);
+    if (shared_v) g.outputs().push_back(projections[2]);
+    EXPECT_EQ(PackAttentionQkv(g), shared_v ? 0 : 1);
+    EXPECT_NO_THROW(g.Validate());
+    if (shared_v) continue;
+    ASSERT_EQ(att->inputs.size(), 1u);
+    const ir::Node* qkv = att->inputs[0]->producer;
+    ASSERT_NE(qkv, nullptr);
+    EXPECT_EQ(qkv->inputs[0], x);
+    const std::vector<float> w = qkv->inputs[1]->constant.ToFloatVector();
+    const std::vector<float> b = qkv->inputs[2]->constant.ToFloatVector();
+    ASSERT_EQ(w.size(), 8u * 24u);
+    ASSERT_EQ(b.size(), 24u);
+    for (int i = 0; i < 3; ++i) {
+      const std::vector<float> wi = weights[static_cast<size_t>(i)].ToFloatVector();
+      const std::vector<float> bi = biases[static_cast<size_t>(i)].ToFloatVector();
+      for (int c = 0; c < 8; ++c) {
+        EXPECT_EQ(b[static_cast<size_t>(8 * i + c)], bi[static_cast<size_t>(c)]);
+        for (int r = 0; r < 8; ++r)
+          EXPECT_EQ(w[static_cast<size_t>(r * 24 + 8 * i + c)], wi[static_cast<size_t>(r * 8 + c)]);
+      }
     }
   }
 }

@@ -5,7 +5,9 @@
 #include <limits>
 #include <optional>
 #include <string>
+#include <unordered_map>
 #include <unordered_set>
+#include <utility>
 #include <vector>
 
 #include "builder/pattern_util.h"
@@ -37,6 +39,77 @@ ir::Value* OtherInput(const ir::Node& n, const ir::Value* v) {
 
 // ---- Activations ----
 
+// 0.5 x (1 + erf(x / sqrt(2))), what exporters spell out with Div/Mul/Add/Erf.
+double ExactGelu(double x) { return 0.5 * x * (1.0 + std::erf(x / std::sqrt(2.0))); }
+
+// The value computed from `v` by a small region of elementwise nodes (Div,
+// Mul, Add, Sub, Erf with scalar constants) that equals exact GELU, with the
+// region's nodes; nullopt otherwise. The region is grown from v's consumers
+// to a fixed point; exactly one of its values may be read outside it, and
+// the function it computes is checked numerically, so every way exporters
+// write GELU (x * 0.5 * (1 + erf(x / 1.414)), (x * (erf(x * 0.7071) + 1)) * 0.5,
+// ...) matches while anything else does not.
+std::optional<std::pair<ir::Value*, std::vector<ir::Node*>>> MatchErfGelu(const ir::Graph& graph,
+                                                                           ir::Value* v) {
+  static const std::unordered_set<std::string> kOps = {"Div", "Mul", "Add", "Sub", "Erf"};
+  constexpr size_t kMaxNodes = 8;
+  if (graph.IsGraphOutput(v)) return std::nullopt;
+  std::unordered_set<const ir::Value*> region_values = {v};
+  std::vector<ir::Node*> nodes;  // In the order they joined: a topological order.
+  auto scalar = [](const ir::Value* x) {
+    return x && x->is_constant() && x->constant.numel() == 1 && IsFloatingPoint(x->constant.dtype());
+  };
+  for (bool grew = true; grew && nodes.size() <= kMaxNodes;) {
+    grew = false;
+    for (const ir::Value* x : std::vector<const ir::Value*>(region_values.begin(), region_values.end())) {
+      for (ir::Node* c : graph.Consumers(x)) {
+        if (std::find(nodes.begin(), nodes.end(), c) != nodes.end()) continue;
+        if (!IsOnnx(*c) || !kOps.count(c->op_type) || c->outputs.size() != 1 || !c->outputs[0])
+          continue;
+        const size_t arity = c->op_type == "Erf" ? 1 : 2;
+        if (c->inputs.size() != arity) continue;
+        bool ready = true;
+        for (const ir::Value* in : c->inputs) ready = ready && (region_values.count(in) || scalar(in));
+        if (!ready) continue;
+        nodes.push_back(c);
+        region_values.insert(c->outputs[0]);
+        grew = true;
+      }
+    }
+  }
+  if (nodes.empty() || nodes.size() > kMaxNodes) return std::nullopt;
+  // Exactly one value leaves the region, and v itself only feeds it.
+  ir::Value* out = nullptr;
+  for (const ir::Value* x : region_values) {
+    bool escapes = graph.IsGraphOutput(x);
+    for (ir::Node* c : graph.Consumers(x))
+      escapes = escapes || std::find(nodes.begin(), nodes.end(), c) == nodes.end();
+    if (!escapes) continue;
+    if (x == v || out) return std::nullopt;
+    out = const_cast<ir::Value*>(x);
+  }
+  if (!out || out->type.dtype != v->type.dtype) return std::nullopt;
+  for (double x : {-5.0, -2.5, -1.0, -0.4, 0.3, 1.0, 2.2, 4.5}) {
+    std::unordered_map<const ir::Value*, double> val = {{v, x}};
+    auto get = [&](const ir::Value* in) { return in->is_constant() ? in->constant.GetAsDouble(0) : val.at(in); };
+    for (const ir::Node* n : nodes) {
+      const double a = get(n->inputs[0]);
+      const double b = n->inputs.size() > 1 ? get(n->inputs[1]) : 0.0;
+      double r = 0;
+      if (n->op_type == "Erf") r = std::erf(a);
+      else if (n->op_type == "Mul") r = a * b;
+      else if (n->op_type == "Add") r = a + b;
+      else if (n->op_type == "Sub") r = a - b;
+      else r = a / b;
+      val[n->outputs[0]] = r;
+    }
+    // Constants are stored in float16/bfloat16 by now: allow their rounding.
+    const double want = ExactGelu(x);
+    if (!(std::fabs(val.at(out) - want) <= 2e-3 * (1.0 + std::fabs(want)))) return std::nullopt;
+  }
+  return std::make_pair(out, nodes);
+}
+
 struct Activation {
   std::string name;
   float alpha = 0.f, beta = 0.f;
@@ -66,6 +139,17 @@ std::optional<Activation> MatchActivation(const ir::Graph& graph, ir::Value* v, 
     act.output = out;
     return act;
   }
+  if (!conv && (v->type.dtype == DType::kFloat16 || v->type.dtype == DType::kBFloat16)) {
+    // Exact GELU spelled out with Erf: in float16/bfloat16 storage cuBLASLt's
+    // tanh-form epilogue is as good (|difference| <= 4.8e-4, under half a
+    // float16 ulp wherever it is that large), so it becomes the epilogue.
+    if (auto gelu = MatchErfGelu(graph, v)) {
+      act.name = "Gelu";
+      act.output = gelu->first;
+      act.nodes = gelu->second;
+      return act;
+    }
+  }
   if (consumers.size() != 1) return std::nullopt;
   ir::Node* n = consumers[0];
   if (!IsOnnx(*n) || n->inputs.empty() || n->inputs[0] != v) return std::nullopt;
@@ -78,8 +162,10 @@ std::optional<Activation> MatchActivation(const ir::Graph& graph, ir::Value* v, 
   if (op == "Relu") {
     if (n->inputs.size() != 1) return std::nullopt;
   } else if (op == "Gelu" && !conv) {
-    // Only the tanh form matches cuBLASLt's GELU epilogue.
-    if (n->inputs.size() != 1 || attrs.GetString("approximate", "none") != "tanh")
+    // The tanh form is cuBLASLt's GELU epilogue; the exact form becomes it
+    // in float16/bfloat16 (see above) and stays a node in float32.
+    const bool low = v->type.dtype == DType::kFloat16 || v->type.dtype == DType::kBFloat16;
+    if (n->inputs.size() != 1 || (attrs.GetString("approximate", "none") != "tanh" && !low))
       return std::nullopt;
   } else if (conv && (op == "Sigmoid" || op == "Tanh" || op == "HardSwish")) {
     if (n->inputs.size() != 1) return std::nullopt;
@@ -292,6 +378,18 @@ bool FuseMatMul(ir::Graph& graph, ir::Node* mm, std::unordered_set<ir::Node*>& r
       v = out;
     }
   }
+  // A residual: Add of a same-shaped tensor, cuBLASLt's C (beta = 1).
+  ir::Value* residual = nullptr;
+  if (ir::Node* add = SoleConsumer(graph, v); Is(add, "Add")) {
+    ir::Value* other = OtherInput(*add, v);
+    ir::Value* out = other ? SingleOutput(graph, *add) : nullptr;
+    if (out && !other->is_constant() && other->type.dtype == v->type.dtype &&
+        KnownDims(other) == out_dims && KnownDims(out) == out_dims) {
+      residual = other;
+      absorbed.push_back(add);
+      v = out;
+    }
+  }
   std::optional<Activation> act = MatchActivation(graph, v, /*conv=*/false);
   if (act) {
     absorbed.insert(absorbed.end(), act->nodes.begin(), act->nodes.end());
@@ -302,8 +400,9 @@ bool FuseMatMul(ir::Graph& graph, ir::Node* mm, std::unordered_set<ir::Node*>& r
   const std::string name = mm->name;
   const std::string stem = name.empty() ? std::string("matmul") : name;
   const int opset = mm->opset;
-  std::vector<ir::Value*> inputs = {mm->inputs[0], b};
-  if (bias) inputs.push_back(BiasInput(graph, bias, stem));
+  std::vector<ir::Value*> inputs = {mm->inputs[0], b, bias ? BiasInput(graph, bias, stem) : nullptr,
+                                    residual};
+  TrimTrailingNulls(inputs);
   ir::Attributes attrs;
   attrs.set("transB", int64_t{0});
   SetMatMulActivation(attrs, act);

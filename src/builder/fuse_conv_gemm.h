@@ -5,11 +5,16 @@
 //       activation        ""|Relu|Clip|Sigmoid|Tanh|LeakyRelu|HardSigmoid|HardSwish|SiLU
 //       activation_alpha  Clip min, LeakyRelu alpha, HardSigmoid alpha
 //       activation_beta   Clip max, HardSigmoid beta
-//   KilnMatMul(A, B, bias?)  act(A x op(B) + bias), B 2-D, bias [N]
+//   KilnMatMul(A, B, bias?, R?)  act(A x op(B) + bias + R), B 2-D, bias [N],
+//                            R (residual) of the output's shape
 //       transB            0|1
 //       activation        ""|Relu|Gelu
-//       gelu_approximate  "tanh" when activation is Gelu (exact erf Gelu is
-//                         never fused: cuBLASLt's GELU epilogue is the tanh form)
+//       gelu_approximate  "tanh" when activation is Gelu. cuBLASLt's GELU
+//                         epilogue is the tanh form: exact (erf) GELU, as the
+//                         Gelu op or spelled out with Erf, becomes it only in
+//                         float16/bfloat16 graphs, where the forms differ by at
+//                         most 4.8e-4 (under half a float16 ulp at that size);
+//                         float32 graphs keep exact GELU as separate nodes.
 //
 // Both passes need fully known shapes (run after shape inference and
 // BatchNormalization folding). A node joins a fusion only when every
@@ -31,9 +36,10 @@ namespace kiln::builder {
 int FuseConvEpilogues(ir::Graph& graph);
 
 // MatMul(A, constant 2-D B) [+ Add of a constant bias [N] (or [1,..,1,N])]
-// [+ Relu | Gelu(approximate="tanh")] -> KilnMatMul (a MatMul with nothing
-// to absorb stays a MatMul); Gemm(transA=0, alpha=1, beta=1 or no C, C of
-// shape [N] or [1,N]) + Relu | Gelu(tanh) -> KilnMatMul with Gemm's transB.
+// [+ Add of a non-constant residual of the output's shape]
+// [+ Relu | GELU (see above)] -> KilnMatMul (a MatMul with nothing to absorb
+// stays a MatMul); Gemm(transA=0, alpha=1, beta=1 or no C, C of shape [N] or
+// [1,N]) + Relu | GELU -> KilnMatMul with Gemm's transB.
 int FuseGemmEpilogues(ir::Graph& graph);
 
 }  // namespace kiln::builder

@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "builder/lower.h"
 #include "passes/passes.h"
 #include "test_util.h"
 
@@ -392,6 +393,109 @@ TEST(FuseGemmEpilogues, GeluOnlyWhenTanh) {
     EXPECT_EQ(OpTypes(mg.g).size(), 1u);
     EXPECT_EQ(fused->attrs.GetString("activation"), "Gelu");
     EXPECT_EQ(fused->attrs.GetString("gelu_approximate"), "tanh");
+  }
+}
+
+TEST(FuseGemmEpilogues, MatMulBiasResidual) {
+  for (bool with_bias : {true, false}) {
+    SCOPED_TRACE(with_bias ? "bias + residual" : "residual only");
+    MatMulGraph mg;
+    ir::Value* residual = Input(mg.g, "r", {2, 5, 12});
+    ir::Value* bias = Const(mg.g, "bias", RandomTensor({12}, -1, 1, 5));
+    ir::Value* y = Out(mg.mm);
+    if (with_bias) y = Out(Op(mg.g, "Add", {bias, y}, "add"));
+    ir::Node* res = Op(mg.g, "Add", {residual, y}, "res");  // Residual first, as BERT exports.
+    mg.Finish(Out(res));
+    EXPECT_EQ(FuseGemmEpilogues(mg.g), 1);
+    EXPECT_EQ(OpTypes(mg.g), std::vector<std::string>{"KilnMatMul"});
+    const ir::Node* fused = FindOp(mg.g, "KilnMatMul");
+    ASSERT_EQ(fused->inputs.size(), 4u);
+    EXPECT_EQ(fused->inputs[2], with_bias ? bias : nullptr);
+    EXPECT_EQ(fused->inputs[3], residual);
+    EXPECT_EQ(fused->outputs[0]->name, "res");
+    EXPECT_NO_THROW(mg.g.Validate());
+  }
+}
+
+TEST(FuseGemmEpilogues, BroadcastingResidualIsNotFused) {
+  MatMulGraph mg;
+  ir::Value* row = Input(mg.g, "row", {5, 12});  // Broadcasts over the batch: not cuBLASLt's C.
+  ir::Node* add = Op(mg.g, "Add", {Out(mg.mm), row}, "add");
+  mg.Finish(Out(add));
+  EXPECT_EQ(FuseGemmEpilogues(mg.g), 0);
+}
+
+// x -> GELU spelled out with Erf, the ways exporters write it.
+ir::Value* SpelledOutGelu(ir::Graph& g, ir::Value* x, int form) {
+  auto scalar = [&](const char* name, float v) { return Const(g, name, Tensor::Scalar(v)); };
+  if (form == 0) {  // torch.nn.GELU: ((erf(x / sqrt2) + 1) * x) * 0.5
+    ir::Value* d = Out(Op(g, "Div", {x, scalar("sqrt2", std::sqrt(2.f))}, "gelu_div"));
+    ir::Value* e = Out(Op(g, "Erf", {d}, "gelu_erf"));
+    ir::Value* a = Out(Op(g, "Add", {e, scalar("one", 1.f)}, "gelu_add"));
+    ir::Value* m = Out(Op(g, "Mul", {x, a}, "gelu_mul"));
+    return Out(Op(g, "Mul", {m, scalar("half", 0.5f)}, "gelu"));
+  }
+  // HF-style: (x * 0.5) * (1 + erf(x * 0.70710678))
+  ir::Value* h = Out(Op(g, "Mul", {x, scalar("half", 0.5f)}, "gelu_half"));
+  ir::Value* s = Out(Op(g, "Mul", {x, scalar("rsqrt2", 0.70710678f)}, "gelu_scale"));
+  ir::Value* e = Out(Op(g, "Erf", {s}, "gelu_erf"));
+  ir::Value* a = Out(Op(g, "Add", {scalar("one", 1.f), e}, "gelu_add"));
+  return Out(Op(g, "Mul", {h, a}, "gelu"));
+}
+
+TEST(FuseGemmEpilogues, SpelledOutErfGeluBecomesTheEpilogueInFloat16) {
+  for (DType low : {DType::kFloat16, DType::kBFloat16, DType::kFloat32}) {
+    for (int form : {0, 1}) {
+      SCOPED_TRACE(StrCat(DTypeName(low), " form ", form));
+      MatMulGraph mg;
+      ir::Node* add = Op(mg.g, "Add", {Out(mg.mm), Const(mg.g, "bias", RandomTensor({12}))}, "add");
+      mg.Finish(SpelledOutGelu(mg.g, Out(add), form));
+      AssignPrecision(mg.g, low);
+      EXPECT_EQ(FuseGemmEpilogues(mg.g), 1);
+      const ir::Node* fused = FindOp(mg.g, "KilnMatMul");
+      ASSERT_NE(fused, nullptr);
+      if (low == DType::kFloat32) {  // Exact GELU stays exact: its nodes remain.
+        EXPECT_EQ(fused->attrs.GetString("activation"), "");
+        EXPECT_NE(FindOp(mg.g, "Erf"), nullptr);
+        continue;
+      }
+      EXPECT_EQ(fused->attrs.GetString("activation"), "Gelu");
+      EXPECT_EQ(fused->attrs.GetString("gelu_approximate"), "tanh");
+      // Only the casts from and to the float32 graph input and output remain.
+      EXPECT_EQ(OpTypes(mg.g), (std::vector<std::string>{"Cast", "KilnMatMul", "Cast"}));
+      EXPECT_NO_THROW(mg.g.Validate());
+    }
+  }
+}
+
+TEST(FuseGemmEpilogues, ExactGeluOpBecomesTheEpilogueInFloat16) {
+  MatMulGraph mg;
+  ir::Node* gelu = Op(mg.g, "Gelu", {Out(mg.mm)}, "gelu");
+  mg.Finish(Out(gelu));
+  AssignPrecision(mg.g, DType::kFloat16);
+  EXPECT_EQ(FuseGemmEpilogues(mg.g), 1);
+  EXPECT_EQ(FindOp(mg.g, "KilnMatMul")->attrs.GetString("gelu_approximate"), "tanh");
+  EXPECT_EQ(FindOp(mg.g, "Gelu"), nullptr);
+}
+
+TEST(FuseGemmEpilogues, ErfFunctionsThatAreNotGeluStay) {
+  // x * erf(x / sqrt2) (no "+ 1"), and GELU whose inner value also leaves.
+  for (int variant : {0, 1}) {
+    SCOPED_TRACE(variant);
+    MatMulGraph mg;
+    ir::Value* x = Out(mg.mm);
+    if (variant == 0) {
+      ir::Value* d = Out(Op(mg.g, "Div", {x, Const(mg.g, "c", Tensor::Scalar(std::sqrt(2.f)))}, "d"));
+      ir::Value* e = Out(Op(mg.g, "Erf", {d}, "e"));
+      mg.Finish(Out(Op(mg.g, "Mul", {x, e}, "m")));
+    } else {
+      ir::Value* gelu = SpelledOutGelu(mg.g, x, 0);
+      mg.g.outputs().push_back(mg.g.FindValue("gelu_erf"));
+      mg.Finish(gelu);
+    }
+    AssignPrecision(mg.g, DType::kFloat16);
+    EXPECT_EQ(FuseGemmEpilogues(mg.g), 0);
+    EXPECT_NE(FindOp(mg.g, "Erf"), nullptr);
   }
 }
 

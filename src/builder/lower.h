@@ -4,7 +4,8 @@
 // plan, in this order:
 //
 //   FreezeInputs → SpecializeShapes → passes::Optimize → AssignPrecision →
-//   ConvSpaceToDepth → fusions (fuse_conv_gemm.h, fuse_attention.h,
+//   ConvSpaceToDepth → fusions
+//   (fuse_conv_gemm.h, fuse_attention.h incl. PackAttentionQkv,
 //   fuse_elementwise.h) → AssignLayouts → MergeCastsIntoLayoutChanges →
 //   FusePadSpaceToDepth
 #pragma once

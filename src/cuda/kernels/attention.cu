@@ -127,10 +127,11 @@ __global__ void __launch_bounds__(kThreads)
   const int64_t batch = block / p.heads;
   const int64_t q0 = q_tile * kBlockM;
   // Elements between consecutive sequence positions ([b, s, h, d] memory).
-  const int64_t row_stride = p.heads * D;
-  const T* q_base = q + batch * p.q_len * row_stride + head * D;
-  const T* k_base = k + batch * p.kv_len * row_stride + head * D;
-  const T* v_base = v + batch * p.kv_len * row_stride + head * D;
+  const int64_t row_stride = p.heads * D;  // Of the output.
+  const int64_t in_stride = p.in_row_stride > 0 ? p.in_row_stride : row_stride;  // Of Q, K, V.
+  const T* q_base = q + batch * p.q_len * in_stride + head * D;
+  const T* k_base = k + batch * p.kv_len * in_stride + head * D;
+  const T* v_base = v + batch * p.kv_len * in_stride + head * D;
   T* o_base = out + batch * p.q_len * row_stride + head * D;
   const T* mask_row = mask ? mask + batch * p.mask_batch_stride : nullptr;
 
@@ -142,7 +143,7 @@ __global__ void __launch_bounds__(kThreads)
   // The Q tile (rows past q_len are zero) and O = 0.
   for (int i = tid; i < kBlockM * kVecsPerRow; i += kThreads) {
     const int r = i / kVecsPerRow, c = (i % kVecsPerRow) * kVec;
-    LoadVec(q_s + r * P::kLdh + c, q_base + (q0 + r) * row_stride + c, q0 + r < p.q_len, aligned);
+    LoadVec(q_s + r * P::kLdh + c, q_base + (q0 + r) * in_stride + c, q0 + r < p.q_len, aligned);
   }
   for (int i = tid; i < kBlockM * P::kLdo; i += kThreads) o_s[i] = 0.f;
   __syncthreads();
@@ -168,7 +169,7 @@ __global__ void __launch_bounds__(kThreads)
     for (int i = tid; i < kBlockN * kVecsPerRow; i += kThreads) {
       const int r = i / kVecsPerRow, c = (i % kVecsPerRow) * kVec;
       const bool valid = n0 + r < p.kv_len;
-      const int64_t offset = (n0 + r) * row_stride + c;
+      const int64_t offset = (n0 + r) * in_stride + c;
       LoadVec(k_s + r * P::kLdh + c, k_base + offset, valid, aligned);
       LoadVec(v_s + r * P::kLdh + c, v_base + offset, valid, aligned);
     }
@@ -301,9 +302,11 @@ void LaunchAttention(DType dtype, const void* q, const void* k, const void* v, c
   if (blocks == 0) return;
   KILN_CHECK(blocks <= int64_t{0x7fffffff}, "attention kernel: ", blocks,
              " blocks exceed the grid limit");
-  // Row strides are multiples of 8 elements (head_dim is), so 16-byte
-  // vectors work whenever the base pointers allow them.
-  const bool aligned = Aligned16(q) && Aligned16(k) && Aligned16(v) && Aligned16(out);
+  KILN_CHECK(p.in_row_stride >= 0, "attention kernel: negative input row stride");
+  // Output rows are multiples of 8 elements apart (head_dim is), so 16-byte
+  // vectors work whenever the base pointers and the input stride allow them.
+  const bool aligned = Aligned16(q) && Aligned16(k) && Aligned16(v) && Aligned16(out) &&
+                       p.in_row_stride % 8 == 0;
   const unsigned grid = static_cast<unsigned>(blocks);
   DispatchAttention("attention kernel", dtype, p.head_dim, [&](auto type, auto dim) {
     Launch<decltype(type), decltype(dim)::value>(q, k, v, mask, out, p, grid, aligned, stream);

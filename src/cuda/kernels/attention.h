@@ -5,7 +5,8 @@
 //
 // Q, out are [batch, q_len, heads, head_dim] row-major; K, V are
 // [batch, kv_len, heads, head_dim] row-major (so [b, s, h*d] projections are
-// read directly, heads by stride). Scores and softmax are float32 (online
+// read directly, heads by stride); Q, K and V rows may be further apart
+// (AttentionParams::in_row_stride: one packed QKV projection). Scores and softmax are float32 (online
 // softmax over key tiles, flash-attention style); the two products run on
 // tensor cores (WMMA, float32 accumulation). float16 and bfloat16 only.
 //
@@ -31,6 +32,11 @@ struct AttentionParams {
   // mask[b * mask_batch_stride + j]: kv_len for a [batch, 1, 1, kv_len]
   // mask, 0 when one mask row serves every batch.
   int64_t mask_batch_stride = 0;
+  // Elements between consecutive sequence positions of Q, K and V; 0 means
+  // heads * head_dim (separate [b, s, h*d] tensors). A packed [b, s, 3*h*d]
+  // QKV projection passes 3 * heads * head_dim with k = q + h*d and
+  // v = q + 2*h*d. The output always has rows of heads * head_dim.
+  int64_t in_row_stride = 0;
 };
 
 bool AttentionSupports(DType dtype, int head_dim);

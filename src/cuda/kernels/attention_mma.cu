@@ -201,10 +201,11 @@ __global__ void __launch_bounds__(kCtaThreads, kMinBlocksPerSm<D, kCapRegisters>
   const int64_t head = block % p.heads;
   const int64_t batch = block / p.heads;
   const int64_t q0 = q_tile * kBlockM;
-  const int64_t row_stride = p.heads * D;  // Elements between sequence positions.
-  const T* q_base = q + batch * p.q_len * row_stride + head * D;
-  const T* k_base = k + batch * p.kv_len * row_stride + head * D;
-  const T* v_base = v + batch * p.kv_len * row_stride + head * D;
+  const int64_t row_stride = p.heads * D;  // Elements between output positions.
+  const int64_t in_stride = p.in_row_stride > 0 ? p.in_row_stride : row_stride;  // Of Q, K, V.
+  const T* q_base = q + batch * p.q_len * in_stride + head * D;
+  const T* k_base = k + batch * p.kv_len * in_stride + head * D;
+  const T* v_base = v + batch * p.kv_len * in_stride + head * D;
   T* o_base = out + batch * p.q_len * row_stride + head * D;
   const T* mask_row = mask ? mask + batch * p.mask_batch_stride : nullptr;
 
@@ -228,12 +229,12 @@ __global__ void __launch_bounds__(kCtaThreads, kMinBlocksPerSm<D, kCapRegisters>
     const uint32_t tile = static_cast<uint32_t>(buf * Plan::kTileBytes);
     const uint32_t k_dst = copy_dst + static_cast<uint32_t>(Plan::kKOffset) + tile;
     const uint32_t v_dst = copy_dst + static_cast<uint32_t>(Plan::kVOffset) + tile;
-    const T* k_src = k_base + (n0 + copy_row) * row_stride + copy_col;
-    const T* v_src = v_base + (n0 + copy_row) * row_stride + copy_col;
+    const T* k_src = k_base + (n0 + copy_row) * in_stride + copy_col;
+    const T* v_src = v_base + (n0 + copy_row) * in_stride + copy_col;
 #pragma unroll
     for (int r = 0; r < kBlockN; r += kCopyRowStep) {
       const bool valid = n0 + copy_row + r < p.kv_len;
-      const int64_t offset = valid ? r * row_stride : 0;  // Any readable address when !valid.
+      const int64_t offset = valid ? r * in_stride : 0;  // Any readable address when !valid.
       CopyAsync16(k_dst + r * kLd * 2, (valid ? k_src : k_base) + offset, valid);
       CopyAsync16(v_dst + r * kLd * 2, (valid ? v_src : v_base) + offset, valid);
     }
@@ -246,11 +247,11 @@ __global__ void __launch_bounds__(kCtaThreads, kMinBlocksPerSm<D, kCapRegisters>
 
   // Prologue: the Q tile (rows past q_len: 0), the first K/V tile and mask.
   {
-    const T* q_src = q_base + (q0 + copy_row) * row_stride + copy_col;
+    const T* q_src = q_base + (q0 + copy_row) * in_stride + copy_col;
 #pragma unroll
     for (int r = 0; r < kBlockM; r += kCopyRowStep) {
       const bool valid = q0 + copy_row + r < p.q_len;
-      const int64_t offset = valid ? r * row_stride : 0;
+      const int64_t offset = valid ? r * in_stride : 0;
       CopyAsync16(copy_dst + static_cast<uint32_t>(Plan::kQOffset) + r * kLd * 2,
                   (valid ? q_src : q_base) + offset, valid);
     }
@@ -433,9 +434,10 @@ void LaunchAttentionMma(DType dtype, const void* q, const void* k, const void* v
   KILN_CHECK(p.batch >= 0 && p.heads >= 1 && p.q_len >= 0 && p.kv_len >= 1,
              "attention kernel (mma): bad sizes batch ", p.batch, " heads ", p.heads, " q_len ",
              p.q_len, " kv_len ", p.kv_len);
-  // cp.async and the 4-byte output stores need aligned rows; rows are
-  // multiples of 16 bytes apart, so only the base pointers can break it.
-  if (!(Aligned16(q) && Aligned16(k) && Aligned16(v) && Aligned16(out)))
+  KILN_CHECK(p.in_row_stride >= 0, "attention kernel (mma): negative input row stride");
+  // cp.async and the 4-byte output stores need aligned rows: output rows are
+  // multiples of 16 bytes apart, so the base pointers and the input stride decide.
+  if (!(Aligned16(q) && Aligned16(k) && Aligned16(v) && Aligned16(out) && p.in_row_stride % 8 == 0))
     return LaunchAttention(dtype, q, k, v, mask, out, p, stream);
   const int64_t q_tiles = (p.q_len + kBlockM - 1) / kBlockM;
   const int64_t blocks = p.batch * p.heads * q_tiles;

@@ -2,7 +2,8 @@
 // (builder/fuse_attention.h documents the node): softmax(Q K^T * scale +
 // mask) V per (batch, head) in one flash-attention kernel
 // (kernels/attention.cu) that reads heads by stride from [b, s, h*d]
-// projections and writes [b, s, h*d], so no head transposes run and the
+// projections (or one packed [b, s, 3*h*d] QKV projection, attribute
+// packed_qkv) and writes [b, s, h*d], so no head transposes run and the
 // [b, h, s, s] scores never reach global memory.
 //
 // Tactics (the builder times them and keeps the fastest):
@@ -45,26 +46,44 @@ HeadView ParseHeads(const LayerInit& init, const TensorDesc& d, int64_t heads, c
   return v;
 }
 
+// A packed [b, s, 3*h*d] QKV projection (attribute packed_qkv = 1): Q, K
+// and V are its three column blocks, read with a row stride of 3*h*d.
+HeadView ParsePackedQkv(const LayerInit& init, const TensorDesc& d, int64_t heads) {
+  KILN_LAYER_CHECK(init, d.defined() && d.layout == Layout::kRowMajor && d.rank() == 3,
+                   "the packed QKV input must be a row-major [b, s, 3*h*d] tensor, got ",
+                   d.ToString());
+  KILN_LAYER_CHECK(init, d.dims[2] % (3 * heads) == 0, "the packed QKV input ", d.ToString(),
+                   ": last dim is not a multiple of 3 * num_heads ", 3 * heads);
+  return {d.dims[0], d.dims[1], d.dims[2] / (3 * heads)};
+}
+
 class AttentionLayer : public Layer {
  public:
   explicit AttentionLayer(const LayerInit& init) {
-    KILN_LAYER_CHECK(init, init.inputs.size() == 3 || init.inputs.size() == 4,
-                     "expects inputs Q, K, V and an optional mask, got ", init.inputs.size());
+    const ir::Attributes& attrs = init.node.attrs;
+    packed_ = attrs.GetInt("packed_qkv", 0) != 0;
+    const size_t num_qkv = packed_ ? 1 : 3;
+    KILN_LAYER_CHECK(init, init.inputs.size() == num_qkv || init.inputs.size() == num_qkv + 1,
+                     packed_ ? "expects a packed QKV input and an optional mask, got "
+                             : "expects inputs Q, K, V and an optional mask, got ",
+                     init.inputs.size());
     KILN_LAYER_CHECK(init, init.outputs.size() == 1, "expects one output, got ",
                      init.outputs.size());
-    const ir::Attributes& attrs = init.node.attrs;
     const int64_t heads = attrs.GetInt("num_heads");
     KILN_LAYER_CHECK(init, heads >= 1, "num_heads must be >= 1, got ", heads);
     dtype_ = init.inputs[0].dtype;
     KILN_LAYER_CHECK(init, dtype_ == DType::kFloat16 || dtype_ == DType::kBFloat16, "dtype ",
                      DTypeName(dtype_), " is not supported (float16 or bfloat16)");
-    const HeadView q = ParseHeads(init, init.inputs[0], heads, "Q");
-    const HeadView k = ParseHeads(init, init.inputs[1], heads, "K");
-    const HeadView v = ParseHeads(init, init.inputs[2], heads, "V");
+    const HeadView q = packed_ ? ParsePackedQkv(init, init.inputs[0], heads)
+                               : ParseHeads(init, init.inputs[0], heads, "Q");
+    const HeadView k = packed_ ? q : ParseHeads(init, init.inputs[1], heads, "K");
+    const HeadView v = packed_ ? q : ParseHeads(init, init.inputs[2], heads, "V");
     const HeadView o = ParseHeads(init, init.outputs[0], heads, "the output");
-    for (const TensorDesc* d : {&init.inputs[1], &init.inputs[2], &init.outputs[0]})
-      KILN_LAYER_CHECK(init, d->dtype == dtype_, "Q is ", DTypeName(dtype_), " but ", d->ToString(),
+    for (size_t i = 1; i <= num_qkv; ++i) {
+      const TensorDesc& d = i < num_qkv ? init.inputs[i] : init.outputs[0];
+      KILN_LAYER_CHECK(init, d.dtype == dtype_, "Q is ", DTypeName(dtype_), " but ", d.ToString(),
                        " has another dtype");
+    }
     KILN_LAYER_CHECK(init, k.batch == q.batch && v.batch == q.batch && o.batch == q.batch,
                      "batch sizes differ between Q, K, V and the output");
     KILN_LAYER_CHECK(
@@ -85,10 +104,15 @@ class AttentionLayer : public Layer {
     params_.kv_len = k.seq;
     params_.head_dim = static_cast<int>(q.head_dim);
     params_.scale = attrs.GetFloat("scale", 1.f);
+    if (packed_) {
+      params_.in_row_stride = 3 * heads * q.head_dim;
+      kv_offset_bytes_ = static_cast<size_t>(heads * q.head_dim) * DTypeSize(dtype_);
+    }
 
-    has_mask_ = init.inputs.size() == 4 && init.inputs[3].defined();
+    mask_index_ = num_qkv;
+    has_mask_ = init.inputs.size() == num_qkv + 1 && init.inputs[mask_index_].defined();
     if (has_mask_) {
-      const TensorDesc& m = init.inputs[3];
+      const TensorDesc& m = init.inputs[mask_index_];
       KILN_LAYER_CHECK(init, m.dtype == dtype_, "the mask ", m.ToString(),
                        " must have the dtype of Q (", DTypeName(dtype_), ")");
       KILN_LAYER_CHECK(init, m.layout == Layout::kRowMajor, "the mask must be row-major");
@@ -112,13 +136,14 @@ class AttentionLayer : public Layer {
   }
 
   void Enqueue(const LaunchArgs& args) const override {
-    const void* mask = has_mask_ ? args.inputs[3] : nullptr;
+    const void* mask = has_mask_ ? args.inputs[mask_index_] : nullptr;
+    const void* q = args.inputs[0];
+    const void* k = packed_ ? static_cast<const char*>(q) + kv_offset_bytes_ : args.inputs[1];
+    const void* v = packed_ ? static_cast<const char*>(q) + 2 * kv_offset_bytes_ : args.inputs[2];
     if (tactic_ == kWmma) {
-      kernels::LaunchAttention(dtype_, args.inputs[0], args.inputs[1], args.inputs[2], mask,
-                               args.outputs[0], params_, args.stream);
+      kernels::LaunchAttention(dtype_, q, k, v, mask, args.outputs[0], params_, args.stream);
     } else {
-      kernels::LaunchAttentionMma(dtype_, args.inputs[0], args.inputs[1], args.inputs[2], mask,
-                                  args.outputs[0], params_,
+      kernels::LaunchAttentionMma(dtype_, q, k, v, mask, args.outputs[0], params_,
                                   /*cap_registers=*/tactic_ == kMmaCapped, args.stream);
     }
   }
@@ -141,6 +166,9 @@ class AttentionLayer : public Layer {
   static constexpr int kWmma = 0, kMma = 1, kMmaCapped = 2;  // Tactic indices (stored in engines).
   int tactic_ = kWmma;
   DType dtype_ = DType::kUndefined;
+  bool packed_ = false;           // One [b, s, 3*h*d] QKV input.
+  size_t kv_offset_bytes_ = 0;    // Packed: K starts this far into a row, V twice as far.
+  size_t mask_index_ = 3;
   bool has_mask_ = false;
   kernels::AttentionParams params_;
 };

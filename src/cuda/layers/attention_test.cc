@@ -95,7 +95,8 @@ struct AttentionRig {
 };
 
 AttentionRig MakeAttentionRig(const std::vector<Tensor>& inputs, int64_t heads, float scale,
-                              const std::vector<int64_t>& out_dims, size_t misalign_bytes = 0) {
+                              const std::vector<int64_t>& out_dims, size_t misalign_bytes = 0,
+                              bool packed_qkv = false) {
   ir::Graph graph;
   graph.opset_version = 17;
   std::vector<ir::Value*> node_inputs;
@@ -106,6 +107,7 @@ AttentionRig MakeAttentionRig(const std::vector<Tensor>& inputs, int64_t heads, 
   ir::Node* node = graph.AddNode("KilnAttention", "attention", node_inputs, {out_value});
   node->attrs.set("num_heads", heads);
   node->attrs.set("scale", scale);
+  if (packed_qkv) node->attrs.set("packed_qkv", int64_t{1});
 
   LayerInit init{*node, {}, {}, {}, {}, {}};
   init.precision.fp16 = dtype == DType::kFloat16;
@@ -154,8 +156,8 @@ struct TacticOutput {
 // bytes.
 std::vector<TacticOutput> RunAttentionLayer(const std::vector<Tensor>& inputs, int64_t heads,
                                             float scale, const std::vector<int64_t>& out_dims,
-                                            size_t misalign_bytes = 0) {
-  AttentionRig rig = MakeAttentionRig(inputs, heads, scale, out_dims, misalign_bytes);
+                                            size_t misalign_bytes = 0, bool packed_qkv = false) {
+  AttentionRig rig = MakeAttentionRig(inputs, heads, scale, out_dims, misalign_bytes, packed_qkv);
   cudaStream_t stream = nullptr;
   KILN_CUDA_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
   rig.args.stream = stream;
@@ -212,12 +214,27 @@ struct Case {
   std::string mask = "none";
   bool rank4 = false;  // Q/K/V/output as [b,s,h,d].
   size_t misalign_bytes = 0;  // See MakeAttentionRig.
+  bool packed_qkv = false;    // One [b, s, 3*h*d] input (needs q_len == kv_len).
 };
+
+// [b, s, 3*h*d] rows [Q row | K row | V row], as PackAttentionQkv's GEMM writes.
+Tensor PackRows(const Tensor& q, const Tensor& k, const Tensor& v) {
+  const int64_t rows = q.dim(0) * q.dim(1), hd = q.dim(2);
+  Tensor out(DType::kFloat32, {q.dim(0), q.dim(1), 3 * hd});
+  for (int64_t r = 0; r < rows; ++r) {
+    const Tensor* parts[3] = {&q, &k, &v};
+    for (int64_t p = 0; p < 3; ++p)
+      std::memcpy(out.data<float>() + (3 * r + p) * hd, parts[p]->data<float>() + r * hd,
+                  static_cast<size_t>(hd) * sizeof(float));
+  }
+  return out;
+}
 
 void CheckAttention(const Case& c) {
   SCOPED_TRACE(StrCat(DTypeName(c.dtype), " batch ", c.batch, " q_len ", c.q_len, " kv_len ",
                       c.kv_len, " heads ", c.heads, " head_dim ", c.head_dim, " mask ", c.mask,
-                      c.rank4 ? " rank4" : "", c.misalign_bytes ? " misaligned" : ""));
+                      c.rank4 ? " rank4" : "", c.misalign_bytes ? " misaligned" : "",
+                      c.packed_qkv ? " packed QKV" : ""));
   const int64_t hd = c.heads * c.head_dim;
   // Scores of a few units so the softmax is far from uniform.
   const Tensor q =
@@ -246,11 +263,12 @@ void CheckAttention(const Case& c) {
   };
   std::vector<Tensor> inputs = {As(shaped(q), c.dtype), As(shaped(k), c.dtype),
                                 As(shaped(v), c.dtype)};
+  if (c.packed_qkv) inputs = {As(PackRows(q, k, v), c.dtype)};
   if (mask.defined()) inputs.push_back(As(mask, c.dtype));
   std::vector<int64_t> out_dims = {c.batch, c.q_len, hd};
   if (c.rank4) out_dims = {c.batch, c.q_len, c.heads, c.head_dim};
   const std::vector<TacticOutput> results =
-      RunAttentionLayer(inputs, c.heads, scale, out_dims, c.misalign_bytes);
+      RunAttentionLayer(inputs, c.heads, scale, out_dims, c.misalign_bytes, c.packed_qkv);
   // Every supported (dtype, head dim) has the WMMA and both mma tactics.
   EXPECT_EQ(results.size(), 3u);
   for (const TacticOutput& r : results) {
@@ -320,6 +338,38 @@ TEST(AttentionGpu, CrossAttentionLengthsAndRank4Layout) {
 
 // Base pointers that are not 16-byte aligned: the mma tactics cannot use
 // cp.async and run the WMMA kernel's unaligned path instead.
+// One packed QKV projection read with a row stride of 3*h*d (BERT after
+// PackAttentionQkv), every tactic, masks, ragged lengths, a misaligned base
+// (the WMMA kernel's scalar path and the mma kernel's fallback).
+TEST(AttentionGpu, PackedQkv) {
+  KILN_REQUIRE_GPU();
+  for (DType dtype : {DType::kFloat16, DType::kBFloat16}) {
+    for (int64_t s : {128, 77, 1}) {
+      Case c;
+      c.dtype = dtype;
+      c.batch = 3;
+      c.q_len = c.kv_len = s;
+      c.heads = 4;
+      c.head_dim = 64;
+      c.mask = "batch";
+      c.packed_qkv = true;
+      CheckAttention(c);
+    }
+    Case c;
+    c.dtype = dtype;
+    c.q_len = c.kv_len = 40;
+    c.heads = 2;
+    c.head_dim = 32;
+    c.packed_qkv = true;
+    c.misalign_bytes = 2;
+    CheckAttention(c);
+    c.head_dim = 128;
+    c.misalign_bytes = 0;
+    c.mask = "shared";
+    CheckAttention(c);
+  }
+}
+
 TEST(AttentionGpu, MisalignedPointers) {
   KILN_REQUIRE_GPU();
   for (DType dtype : {DType::kFloat16, DType::kBFloat16}) {
@@ -555,13 +605,19 @@ void CheckEngine(Precision precision, int64_t b, int64_t s, double tolerance, in
   BuildConfig config;
   config.precision = precision;
   std::unique_ptr<Engine> engine = Engine::Build(path.string(), config);
-  int fused = 0, softmax = 0, transposes = 0;
+  int fused = 0, softmax = 0, transposes = 0, matmuls = 0, adds = 0;
   for (const LayerInfo& l : engine->info().layers) {
     fused += l.op_type == "KilnAttention";
     softmax += l.op_type == "Softmax";
     transposes += l.op_type == "Transpose";
+    matmuls += l.op_type == "KilnMatMul";
+    adds += l.op_type == "Add";
   }
   EXPECT_EQ(fused, want_fused);
+  // Per layer: Q, K, V and output projections, the residual Add fused into
+  // the output GEMM; fused attention packs Q, K and V into one GEMM.
+  EXPECT_EQ(matmuls, want_fused ? 4 : 8);
+  EXPECT_EQ(adds, 0);
   if (want_fused) {
     EXPECT_EQ(softmax, 0);
     EXPECT_EQ(transposes, 0);

@@ -1,9 +1,11 @@
 // GEMM layers through cuBLASLt:
 //   MatMul      numpy batched matmul (rank 1..N, broadcasting batch dims).
 //   Gemm        transA/transB, alpha, beta, C broadcast to [M, N].
-//   KilnMatMul  act(A x B + bias): the builder's fused node
+//   KilnMatMul  act(A x B + bias + R): the builder's fused node
 //               (builder/fuse_conv_gemm.cc). Inputs A, B (2-D, transB attr),
-//               optional bias [N]; `activation` in {"", "Relu", "Gelu"}. Gelu
+//               optional bias [N], optional residual R of the output's shape
+//               (cuBLASLt's C with beta = 1, read in the epilogue);
+//               `activation` in {"", "Relu", "Gelu"}. Gelu
 //               uses cuBLASLt's (tanh-approximation) GELU epilogue only when
 //               `gelu_approximate` is "tanh"; exact erf GELU runs as a
 //               separate epilogue kernel.
@@ -257,10 +259,10 @@ class GemmLayer : public GemmLayerBase {
 class KilnMatMulLayer : public GemmLayerBase {
  public:
   explicit KilnMatMulLayer(const LayerInit& init) {
-    KILN_LAYER_CHECK(init, init.inputs.size() >= 2 && init.inputs.size() <= 3 &&
+    KILN_LAYER_CHECK(init, init.inputs.size() >= 2 && init.inputs.size() <= 4 &&
                                init.inputs[0].defined() && init.inputs[1].defined() &&
                                init.outputs.size() == 1,
-                     "needs inputs A, B, optional bias and one output");
+                     "needs inputs A, B, optional bias, optional residual and one output");
     const TensorDesc& a = init.inputs[0];
     const TensorDesc& b = init.inputs[1];
     const TensorDesc& y = init.outputs[0];
@@ -291,6 +293,12 @@ class KilnMatMulLayer : public GemmLayerBase {
                                  (bias.rank() == 1 || (bias.rank() == 2 && bias.dims[0] == 1)),
                        "bias ", bias.ToString(), " must be ", DTypeName(dtype_), "[", s.n, "]");
     }
+    has_residual_ = init.inputs.size() > 3 && init.inputs[3].defined();
+    if (has_residual_) {
+      const TensorDesc& r = init.inputs[3];
+      KILN_LAYER_CHECK(init, r.dtype == dtype_ && r.dims == y.dims && r.layout == y.layout,
+                       "residual ", r.ToString(), " must match the output ", y.ToString());
+    }
     const std::string activation = attrs.GetString("activation", "");
     Epilogue epilogue = has_bias ? Epilogue::kBias : Epilogue::kDefault;
     if (activation == "Relu") {
@@ -306,7 +314,7 @@ class KilnMatMulLayer : public GemmLayerBase {
     }
     count_ = y.numel();
     n_ = s.n;
-    gemm_.Init(init, dtype_, s, 1.f, 0.f, epilogue);
+    gemm_.Init(init, dtype_, s, 1.f, has_residual_ ? 1.f : 0.f, epilogue);
   }
   int KernelLaunches() const override {
     return gemm_.Launches() + (exact_gelu_ && !gemm_.empty() ? 1 : 0);
@@ -314,7 +322,8 @@ class KilnMatMulLayer : public GemmLayerBase {
   void Enqueue(const LaunchArgs& args) const override {
     if (gemm_.empty()) return;
     const void* bias = args.inputs.size() > 2 ? args.inputs[2] : nullptr;
-    gemm_.Run(args, args.inputs[0], args.inputs[1], nullptr, args.outputs[0], bias);
+    const void* residual = has_residual_ ? args.inputs[3] : nullptr;
+    gemm_.Run(args, args.inputs[0], args.inputs[1], residual, args.outputs[0], bias);
     if (exact_gelu_)
       LaunchBiasResidualActivation(args.outputs[0], nullptr, nullptr, count_, n_, 1, dtype_,
                                    NnActivation::kGeluErf, 0.f, 0.f, args.stream);
@@ -322,6 +331,7 @@ class KilnMatMulLayer : public GemmLayerBase {
 
  private:
   DType dtype_ = DType::kUndefined;
+  bool has_residual_ = false;
   bool exact_gelu_ = false;
   int64_t count_ = 0, n_ = 1;
 };

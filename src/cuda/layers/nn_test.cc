@@ -687,9 +687,10 @@ TEST(GemmGpu, Variants) {
 // ---- KilnMatMul ----
 
 void CheckKilnMatMul(const std::vector<int64_t>& a_dims, int64_t n, bool trans_b, bool bias,
-                     const std::string& activation, const std::string& approximate, DType dtype) {
+                     const std::string& activation, const std::string& approximate, DType dtype,
+                     bool residual = false) {
   SCOPED_TRACE(StrCat("KilnMatMul ", activation, approximate, " ", DTypeName(dtype),
-                      trans_b ? " transB" : ""));
+                      trans_b ? " transB" : "", residual ? " residual" : ""));
   const int64_t k = a_dims.back();
   const Tensor a = Rounded(RandomTensor(a_dims, -1, 1, 41), dtype);
   const Tensor b = Rounded(RandomTensor(trans_b ? std::vector<int64_t>{n, k} : std::vector<int64_t>{k, n},
@@ -705,14 +706,19 @@ void CheckKilnMatMul(const std::vector<int64_t>& a_dims, int64_t n, bool trans_b
   }
   Tensor y = RunNode("MatMul", {a, b_mat})[0];
   if (bias) y = RunNode("Add", {y, bv})[0];
+  const Tensor r = residual ? Rounded(RandomTensor(y.dims(), -2, 2, 44), dtype) : Tensor();
   std::string host_act = activation;
   if (activation == "Gelu") host_act = approximate == "tanh" ? "GeluTanh" : "GeluErf";
-  const Tensor want = Epilogue(y, nullptr, host_act);
+  const Tensor want = Epilogue(y, residual ? &r : nullptr, host_act);
 
   LayerCase c;
   c.op = "KilnMatMul";
   c.inputs = {As(a, dtype), As(b, dtype), As(bv, dtype)};
   c.constant = {false, true, true};
+  if (residual) {
+    c.inputs.push_back(As(r, dtype));
+    c.constant.push_back(false);
+  }
   c.attrs.set("transB", int64_t{trans_b ? 1 : 0});
   c.attrs.set("activation", activation);
   if (!approximate.empty()) c.attrs.set("gelu_approximate", approximate);
@@ -734,6 +740,18 @@ TEST(KilnMatMulGpu, BiasActivations) {
     CheckKilnMatMul({9, 32}, 16, false, true, "Gelu", "none", dtype);
     CheckKilnMatMul({16}, 8, false, true, "Relu", "", dtype);
     CheckKilnMatMul({1, 1}, 1, false, true, "Relu", "", dtype);
+  }
+}
+
+// The residual is cuBLASLt's C (beta = 1): act(A B + bias + R).
+TEST(KilnMatMulGpu, Residual) {
+  KILN_REQUIRE_GPU();
+  for (DType dtype : {DType::kFloat32, DType::kFloat16, DType::kBFloat16}) {
+    CheckKilnMatMul({2, 40, 64}, 48, false, true, "", "", dtype, /*residual=*/true);
+    CheckKilnMatMul({33, 64}, 24, false, false, "", "", dtype, /*residual=*/true);
+    CheckKilnMatMul({9, 32}, 16, true, true, "Relu", "", dtype, /*residual=*/true);
+    CheckKilnMatMul({9, 32}, 16, false, true, "Gelu", "tanh", dtype, /*residual=*/true);
+    CheckKilnMatMul({9, 32}, 16, false, true, "Gelu", "none", dtype, /*residual=*/true);
   }
 }
 

@@ -35,6 +35,7 @@
 #include <string>
 #include <vector>
 
+#include "kiln/image.h"
 #include "kiln/kiln.h"
 #include "kiln/shape_profile.h"
 #include "kiln/tensor.h"
@@ -76,6 +77,11 @@ struct BuildConfig {
   // self-contained (no external data): the engine keeps it to specialize
   // shapes first seen at run time.
   std::vector<OptimizationProfile> profiles;
+  // Images in (include/kiln/image.h): the named float [N, C, H, W] input
+  // becomes a uint8 [N, H, W, C] binding (same name) and the engine
+  // normalizes it, fused into a space-to-depth stem where there is one.
+  // `shapes` and `profiles` then give that input's dims as [N, H, W, C].
+  ImageInput image_input;
 };
 
 // One layer of a built engine, for reports.

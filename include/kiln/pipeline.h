@@ -13,7 +13,8 @@
 // queueing without bound. Inputs are copied from the caller's memory (pageable
 // is fine) into the slot before Submit returns (by several threads for big
 // batches). Images (uint8 NHWC) are cast, normalized and transposed to the
-// engine's NCHW input on the GPU. An engine with optimization profiles takes
+// engine's NCHW input on the GPU, or, for an engine built with an image input
+// (BuildConfig::image_input: a uint8 NHWC binding), copied into it as they are. An engine with optimization profiles takes
 // tensors of any dims its profiles cover, batch by batch (buffers are sized
 // for the largest); each context switches shapes as batches arrive.
 //
@@ -32,6 +33,7 @@
 #include <string>
 #include <vector>
 
+#include "kiln/image.h"
 #include "kiln/kiln.h"
 #include "kiln/tensor.h"
 
@@ -61,9 +63,11 @@ struct PipelineConfig {
   // Records every batch's host stages (steady clock) and device stages (CUDA
   // events) for WriteTimeline. Off for timed runs: timing events cost a little.
   bool record_timeline = false;
-  // Image normalization: (x / 255 - mean[c]) / std[c] (ImageNet defaults).
-  std::vector<float> mean = {0.485f, 0.456f, 0.406f};
-  std::vector<float> std = {0.229f, 0.224f, 0.225f};
+  // Image normalization: (x / 255 - mean[c]) / std[c] (include/kiln/image.h;
+  // ImageNet defaults). Unused for an engine built with an image input
+  // (BuildConfig::image_input), which normalizes with its own.
+  std::vector<float> mean = ImageNormalization().mean;
+  std::vector<float> std = ImageNormalization().std;
   // Called (on the output thread) when a callback throws; null: printed to stderr.
   std::function<void(uint64_t sequence, const std::string& message)> on_callback_error;
 };
@@ -102,7 +106,8 @@ class Pipeline {
   // dtype and dims (host memory of any kind). Returns the batch's sequence number.
   uint64_t Submit(const std::vector<Tensor>& inputs);
   // One batch of images: uint8 [N, H, W, C] bytes for the single NCHW input
-  // [N, C, H, W] (float32/float16/bfloat16), normalized with mean/std.
+  // [N, C, H, W] (float32/float16/bfloat16), normalized with mean/std, or
+  // for a uint8 [N, H, W, C] input (an engine with an image input).
   uint64_t SubmitImages(const uint8_t* nhwc, size_t bytes);
   // Waits until every submitted batch is delivered; throws if the pipeline failed.
   void Flush();

@@ -13,6 +13,7 @@
 #include "builder/fuse_attention.h"
 #include "builder/fuse_conv_gemm.h"
 #include "builder/fuse_elementwise.h"
+#include "builder/image_input.h"
 #include "builder/lower.h"
 #include "cuda/buffers.h"
 #include "cuda/cuda_check.h"
@@ -343,6 +344,7 @@ std::string LowerGraph(ir::Graph& graph, std::unordered_map<const ir::Value*, gp
                        const runtime::LoweringOptions& options, const InputShapes& shapes,
                        const std::function<void(const std::string&)>& log) {
   builder::FreezeInputs(graph, options.frozen_inputs);
+  builder::ApplyImageInput(graph, options.image_input);  // Before shapes: they give the uint8 binding's dims.
   builder::SpecializeShapes(graph, shapes, log);
   passes::Optimize(graph);
   builder::CheckShapesConcrete(graph);
@@ -404,6 +406,7 @@ std::unique_ptr<Engine> Engine::Build(const std::string& onnx_path, const BuildC
   runtime::LoweringOptions& lowering = impl->lowering;
   lowering.precision = config.precision;
   lowering.conv_layout = config.conv_layout;
+  lowering.image_input = config.image_input;
   lowering.frozen_inputs = config.frozen_inputs;
   lowering.shapes = config.shapes;
   const bool dynamic = !config.profiles.empty();

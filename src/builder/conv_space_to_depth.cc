@@ -227,6 +227,7 @@ bool FuseChain(ir::Graph& graph, ir::Node* s2d,
       !IsRowMajor(layouts, padded) || !IsRowMajor(layouts, result))
     return false;
   std::vector<ir::Node*> absorbed = {pad, s2d};
+  ir::Node* reader = pad;  // The chain's node that reads `source`.
   // A float Cast feeding only the Pad: read its input instead.
   if (ir::Node* cast = source->producer;
       Is(cast, "Cast") && cast->has_input(0) && SoleConsumer(graph, source) == pad) {
@@ -235,6 +236,25 @@ bool FuseChain(ir::Graph& graph, ir::Node* s2d,
         KnownDims(before) == in_dims) {
       absorbed.push_back(cast);
       source = before;
+      reader = cast;
+    }
+  }
+  // Images normalized only for this chain (BuildConfig::image_input): read
+  // the uint8 pixels and normalize them on the way (exactly the normalize
+  // kernel's float values; the padding stays 0 as after normalization).
+  const ir::Node* normalize = nullptr;
+  if (ir::Node* producer = source->producer;
+      producer && producer->op_type == "KilnNormalizeImage" && producer->has_input(0) &&
+      source->type.dtype == DType::kFloat32 && SoleConsumer(graph, source) == reader) {
+    ir::Value* images = producer->inputs[0];
+    const std::optional<std::vector<int64_t>> nhwc = KnownDims(images);
+    const std::vector<int64_t>& d = *in_dims;  // [N, C, H, W]
+    if (images->type.dtype == DType::kUInt8 && IsRowMajor(layouts, images) &&
+        nhwc == std::vector<int64_t>{d[0], d[2], d[3], d[1]} && producer->attrs.has("mean") &&
+        producer->attrs.has("std")) {
+      absorbed.push_back(producer);
+      normalize = producer;
+      source = images;
     }
   }
   // A KilnToNHWC reading only the result: write its output instead.
@@ -248,13 +268,19 @@ bool FuseChain(ir::Graph& graph, ir::Node* s2d,
   if (!IsFloat(result->type.dtype)) return false;
 
   const std::string name = s2d->name;
+  ir::Attributes attrs;
+  attrs.set("pads", *pads);
+  attrs.set("blocksize", blocksize);
+  if (normalize) {
+    attrs.set("mean", normalize->attrs.GetFloats("mean"));
+    attrs.set("std", normalize->attrs.GetFloats("std"));
+  }
   for (ir::Node* n : absorbed) {
     removed.insert(n);
     graph.RemoveNode(n);
   }
   ir::Node* fused = graph.AddNode("KilnPadSpaceToDepth", name, {source}, {result});
-  fused->attrs.set("pads", *pads);
-  fused->attrs.set("blocksize", blocksize);
+  fused->attrs = std::move(attrs);
   return true;
 }
 

@@ -27,6 +27,12 @@
 //     C' = C + pc, row-major or NHWC, float32/float16/bfloat16 (may differ
 //     from X's dtype: a float cast is folded in).
 //
+//   KilnPadSpaceToDepth(I) -> Y   KilnNormalizeImage(I) -> [Cast ->] Pad -> ...
+//       mean, std  the normalization (image_input.h), one value per channel
+//     I uint8 images [N, H, W, C] (an engine's image input); each value read
+//     is normalized exactly as KilnNormalizeImage computes it, the padding is
+//     0 (padding after normalization).
+//
 // Both passes need fully known shapes and return the number of rewrites.
 #pragma once
 
@@ -48,9 +54,10 @@ constexpr int64_t kSpaceToDepthMaxInputChannels = 4;
 // (the rewrite would need a crop) are left alone.
 int ConvSpaceToDepth(ir::Graph& graph);
 
-// Replaces each [Cast ->] Pad -> SpaceToDepth [-> KilnToNHWC] chain (zero
-// constant padding, intermediate values with a single consumer and not graph
-// outputs, float dtypes, row-major input) by one KilnPadSpaceToDepth node.
+// Replaces each [KilnNormalizeImage ->] [Cast ->] Pad -> SpaceToDepth
+// [-> KilnToNHWC] chain (zero constant padding, intermediate values with a
+// single consumer and not graph outputs, float dtypes, row-major input) by one
+// KilnPadSpaceToDepth node.
 // Run after AssignLayouts / MergeCastsIntoLayoutChanges; keeps `layouts`
 // consistent (the fused node's output is NHWC when it absorbed a KilnToNHWC).
 int FusePadSpaceToDepth(ir::Graph& graph,

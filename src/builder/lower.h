@@ -3,8 +3,8 @@
 // (builder.cc) runs them, for Engine::Build and for every shape-specialized
 // plan, in this order:
 //
-//   FreezeInputs → SpecializeShapes → passes::Optimize → AssignPrecision →
-//   ConvSpaceToDepth → fusions
+//   FreezeInputs → ApplyImageInput (image_input.h) → SpecializeShapes →
+//   passes::Optimize → AssignPrecision → ConvSpaceToDepth → fusions
 //   (fuse_conv_gemm.h, fuse_attention.h incl. PackAttentionQkv,
 //   fuse_elementwise.h) → AssignLayouts → MergeCastsIntoLayoutChanges →
 //   FusePadSpaceToDepth

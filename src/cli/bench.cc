@@ -39,8 +39,12 @@ using cuda::PinnedBuffer;
 
 int RunBench(const BenchOptions& o) {
   EngineFlags flags = o.flags;
+  KILN_CHECK(!IsEngineFile(o.model) || flags.image_input.empty(), o.model,
+             " is a built engine: its inputs were fixed by `kiln build` (--image-input goes there)");
   if (o.batch > 0 && !IsEngineFile(o.model) && flags.shapes.empty()) {
-    // --batch on an ONNX model: every input's first dim.
+    // --batch on an ONNX model: every input's first dim (an image input's
+    // binding is [N, H, W, C]).
+    const std::string image_input = ParseImageInputSpec(flags.image_input).name;
     std::unique_ptr<Model> model = Model::Load(o.model);
     for (const TensorDesc& d : model->inputs()) {
       std::vector<int64_t> dims = d.dims;
@@ -48,6 +52,7 @@ int RunBench(const BenchOptions& o) {
       dims[0] = o.batch;
       for (auto& x : dims)
         if (x < 0) x = 1;
+      if (d.name == image_input) dims = ImageBindingDims(dims);
       std::string spec = d.name + "=";
       for (size_t i = 0; i < dims.size(); ++i) spec += (i ? "x" : "") + std::to_string(dims[i]);
       flags.shapes.push_back(spec);

@@ -1,5 +1,6 @@
 // `kiln build`: compile an ONNX model into a GPU engine file, with a report
 // of what was fused, which tactic each layer got and the memory it needs.
+#include <algorithm>
 #include <iomanip>
 #include <iostream>
 
@@ -28,6 +29,56 @@ std::vector<OptimizationProfile> ParseProfileFlags(const std::vector<std::string
 }
 }  // namespace
 
+ImageInput ParseImageInputSpec(const std::string& spec) {
+  ImageInput image;
+  if (spec.empty()) return image;
+  // NAME[:mean=a,b,c][:std=x,y,z]; the name may hold ':' itself ("input:0").
+  size_t options = std::string::npos;
+  for (const char* key : {":mean=", ":std="}) options = std::min(options, spec.find(key));
+  image.name = spec.substr(0, options);
+  KILN_CHECK(!image.name.empty(), "--image-input '", spec,
+             "': expected NAME[:mean=a,b,c][:std=x,y,z]");
+  bool mean_given = false, std_given = false;
+  for (size_t pos = options; pos < spec.size();) {
+    size_t end = spec.find(':', pos + 1);
+    if (end == std::string::npos) end = spec.size();
+    const std::string part = spec.substr(pos + 1, end - pos - 1);  // key=v1,v2,...
+    const size_t eq = part.find('=');
+    const std::string key = part.substr(0, eq);
+    KILN_CHECK(eq != std::string::npos && (key == "mean" || key == "std"), "--image-input '", spec,
+               "': '", part, "' is not mean=... or std=...");
+    bool& given = key == "mean" ? mean_given : std_given;
+    KILN_CHECK(!given, "--image-input '", spec, "' gives ", key, " twice");
+    given = true;
+    std::vector<float>& values = key == "mean" ? image.mean : image.std;
+    values.clear();
+    const std::string list = part.substr(eq + 1);
+    for (size_t at = 0; at <= list.size();) {
+      size_t comma = list.find(',', at);
+      if (comma == std::string::npos) comma = list.size();
+      const std::string number = list.substr(at, comma - at);
+      size_t used = 0;
+      float v = 0;
+      try {
+        v = std::stof(number, &used);
+      } catch (const std::exception&) {
+        used = 0;
+      }
+      KILN_CHECK(!number.empty() && used == number.size(), "--image-input '", spec, "': '", number,
+                 "' in ", key, " is not a number");
+      values.push_back(v);
+      at = comma + 1;
+    }
+    pos = end;
+  }
+  return image;
+}
+
+std::vector<int64_t> ImageBindingDims(const std::vector<int64_t>& nchw) {
+  if (nchw.size() != 4) return nchw;
+  return {nchw[0], nchw[2], nchw[3], nchw[1]};
+}
+
 #ifdef KILN_HAVE_CUDA
 BuildConfig MakeBuildConfig(const EngineFlags& flags) {
   BuildConfig config;
@@ -43,6 +94,7 @@ BuildConfig MakeBuildConfig(const EngineFlags& flags) {
   }
   config.timing_cache_path = flags.timing_cache;
   config.conv_layout = flags.conv_layout;
+  config.image_input = ParseImageInputSpec(flags.image_input);
   config.verbose = flags.verbose;
   config.log = [](const std::string& line) { std::cerr << "[build] " << line << "\n"; };
   return config;
@@ -89,6 +141,11 @@ void AddEngineFlags(CLI::App* cmd, EngineFlags& flags) {
   cmd->add_option("--conv-layout", flags.conv_layout, "Convolution layout: auto, nhwc or nchw")
       ->check(CLI::IsMember({"auto", "nhwc", "nchw"}))
       ->capture_default_str();
+  cmd->add_option("--image-input", flags.image_input,
+                  "Take uint8 images [N,H,W,C] for the float [N,C,H,W] input NAME and normalize them "
+                  "in the engine, (x/255 - mean[c]) / std[c] (default: ImageNet's), fused into the first "
+                  "layer where possible: NAME[:mean=a,b,c][:std=x,y,z]. --shapes/profiles then give "
+                  "NAME's dims as NxHxWxC");
   cmd->add_flag("--verbose,-v", flags.verbose, "Print each layer's tactic choice");
 }
 

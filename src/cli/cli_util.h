@@ -12,6 +12,7 @@
 #include <nlohmann/json_fwd.hpp>
 
 #include "ir/graph.h"
+#include "kiln/image.h"
 #include "kiln/kiln.h"
 
 namespace kiln::cli {
@@ -33,8 +34,15 @@ struct EngineFlags {
   std::string timing_cache;
   std::string conv_layout = "auto";
   bool verbose = false;
+  std::string image_input;  // NAME[:mean=a,b,c][:std=x,y,z] (ParseImageInputSpec)
 };
 void AddEngineFlags(CLI::App* cmd, EngineFlags& flags);
+// "--image-input" spec -> BuildConfig::image_input (include/kiln/image.h);
+// empty spec: none. mean/std default to ImageNet's.
+ImageInput ParseImageInputSpec(const std::string& spec);
+// `dims` [N, C, H, W] of a model input as the binding an image input makes
+// of it: [N, H, W, C] (other ranks unchanged).
+std::vector<int64_t> ImageBindingDims(const std::vector<int64_t>& nchw);
 
 // Model-level fields that the IR does not keep.
 struct ModelMetadata {

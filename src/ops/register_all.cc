@@ -7,6 +7,7 @@ void RegisterElementwiseOps(OpRegistry& registry);
 void RegisterNnOps(OpRegistry& registry);
 void RegisterTensorOps(OpRegistry& registry);
 void RegisterReduceOps(OpRegistry& registry);
+void RegisterImageOps(OpRegistry& registry);  // Kiln-internal (builder), no CPU kernels.
 // CPU reference kernels (cpu/<family>.cc).
 void RegisterElementwiseCpuKernels(OpRegistry& registry);
 void RegisterNnCpuKernels(OpRegistry& registry);
@@ -18,6 +19,7 @@ void RegisterAllOps(OpRegistry& registry) {
   RegisterNnOps(registry);
   RegisterTensorOps(registry);
   RegisterReduceOps(registry);
+  RegisterImageOps(registry);
   RegisterElementwiseCpuKernels(registry);
   RegisterNnCpuKernels(registry);
   RegisterTensorCpuKernels(registry);

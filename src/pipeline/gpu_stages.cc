@@ -11,10 +11,10 @@
 
 #include "cuda/buffers.h"
 #include "cuda/cuda_check.h"
+#include "cuda/kernels/normalize_image.h"
 #include "kiln/error.h"
 #include "pipeline/cpu_stages.h"
 #include "pipeline/parallel_copy.h"
-#include "pipeline/preprocess.h"
 
 namespace kiln::pipeline {
 namespace {
@@ -96,20 +96,20 @@ class GpuStages : public Stages {
     for (const TensorDesc& d : engine.inputs()) input_bytes_.push_back(d.nbytes());
     for (const TensorDesc& d : engine.outputs()) output_bytes_.push_back(d.nbytes());
     if (dynamic_) SizeForProfiles();
-    // Images are possible when the engine has one NCHW float input of static dims.
+    // Images are possible when the engine has one input of static dims: a
+    // float NCHW one (normalized here, from the slot's raw image buffers) or
+    // a uint8 NHWC one (the engine normalizes: images are its input tensor).
     try {
       KILN_CHECK(!dynamic_, "pipeline: images need a static-shape engine (this one has optimization "
                  "profiles; submit tensors)");
       geometry_ = ImageInputGeometry(engine.inputs(), config.mean, config.std);
+      if (!geometry_.normalized_by_model())
+        params_ = gpu::MakeNormalizeImageParams(config.mean, config.std, geometry_.c, "pipeline");
       image_error_.clear();
-      for (int64_t ch = 0; ch < geometry_.c; ++ch) {
-        params_.mean[ch] = config.mean[static_cast<size_t>(ch)];
-        params_.std[ch] = config.std[static_cast<size_t>(ch)];
-      }
     } catch (const Error& e) {
       image_error_ = e.what();
     }
-    const size_t raw_bytes = image_error_.empty() ? geometry_.image_bytes() : 0;
+    const size_t raw_bytes = RawImageBytes();
 
     for (int i = 0; i < config.contexts; ++i) {
       auto lane = std::make_unique<Lane>();
@@ -178,9 +178,17 @@ class GpuStages : public Stages {
     ScopedRange range("stage", sequence);
     HostSpan span(this, "host: submit", "stage", sequence);
     Slot& slot = *slots_.at(static_cast<size_t>(slot_index));
-    slot.images = input.is_images();
     std::vector<CopyJob>& jobs = slot.copy_jobs;  // Reused: no allocation once warm.
     jobs.clear();
+    if (input.is_images() && geometry_.normalized_by_model()) {
+      // The images are the engine's (uint8 NHWC) input tensor: staged like one.
+      slot.images = false;
+      slot.in_used[0] = geometry_.image_bytes();
+      jobs.push_back({slot.in[0]->ptr(), input.images, geometry_.image_bytes()});
+      copier_.Copy(jobs);
+      return;
+    }
+    slot.images = input.is_images();
     if (slot.images) {
       jobs.push_back({slot.raw->ptr(), input.images, slot.raw->bytes()});
       copier_.Copy(jobs);
@@ -236,9 +244,9 @@ class GpuStages : public Stages {
       for (size_t i = 0; i < output_bytes_.size(); ++i)
         out_ptrs.push_back(graph ? lane.bind_out[i]->ptr : slot.d_out[i]->ptr);
       if (slot.images) {
-        LaunchNormalizeImages(static_cast<const uint8_t*>(slot.d_raw->ptr), const_cast<void*>(in_ptrs[0]),
-                              geometry_.dtype, geometry_.n, geometry_.c, geometry_.h, geometry_.w,
-                              params_, lane.compute);
+        gpu::LaunchNormalizeImages(static_cast<const uint8_t*>(slot.d_raw->ptr),
+                                   const_cast<void*>(in_ptrs[0]), geometry_.dtype, geometry_.n,
+                                   geometry_.c, geometry_.h, geometry_.w, params_, lane.compute);
       } else if (graph) {
         for (size_t i = 0; i < input_bytes_.size(); ++i)
           if (slot.in_used[i])
@@ -377,15 +385,21 @@ class GpuStages : public Stages {
     }
   }
 
+  // Bytes of a slot's raw image buffers (host and device): for engines the
+  // pipeline normalizes for; none where images are the input tensor.
+  size_t RawImageBytes() const {
+    return image_error_.empty() && !geometry_.normalized_by_model() ? geometry_.image_bytes() : 0;
+  }
+
   size_t SlotDeviceBytes() const {
-    size_t total = image_error_.empty() ? geometry_.image_bytes() : 0;
+    size_t total = RawImageBytes();
     for (size_t b : input_bytes_) total += b;
     for (size_t b : output_bytes_) total += b;
     return total;
   }
 
   void AllocateDevice(Slot& slot) const {
-    slot.d_raw = std::make_unique<DeviceBuffer>(image_error_.empty() ? geometry_.image_bytes() : 0);
+    slot.d_raw = std::make_unique<DeviceBuffer>(RawImageBytes());
     slot.d_in.clear();
     slot.d_out.clear();
     for (size_t b : input_bytes_) slot.d_in.push_back(std::make_unique<DeviceBuffer>(b));
@@ -451,7 +465,7 @@ class GpuStages : public Stages {
   std::vector<size_t> input_bytes_, output_bytes_;
   ImageGeometry geometry_;
   std::string image_error_ = "pipeline: the engine takes no images";
-  NormalizeParams params_;
+  gpu::NormalizeImageParams params_;  // Float-input engines.
   std::vector<std::unique_ptr<Lane>> lanes_;
   std::vector<std::unique_ptr<Slot>> slots_;
   std::mutex shape_switch_mu_;  // Dynamic engines: one lane switches shapes at a time.

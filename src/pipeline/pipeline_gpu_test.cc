@@ -18,12 +18,12 @@
 
 #include "cuda/buffers.h"
 #include "cuda/cuda_check.h"
+#include "cuda/kernels/normalize_image.h"
 #include "gpu_test_util.h"
 #include "kiln/engine.h"
 #include "kiln/pipeline.h"
 #include "pipeline/ladder.h"
 #include "pipeline/pipeline_test_model.h"
-#include "pipeline/preprocess.h"
 #include "pipeline/scheduler.h"
 #include "test_util.h"
 
@@ -259,6 +259,55 @@ TEST_F(PipelineGpuTest, ImagesArePreprocessedOnTheGpu) {
   EXPECT_EQ(pipeline->stats().delivered, 1u);
 }
 
+// An engine built with an image input (BuildConfig::image_input: a uint8
+// [N,H,W,C] binding, normalized inside the engine) takes SubmitImages'
+// bytes as its input tensor, for every ladder config: the results equal the
+// float engine's on the CPU-normalized images (the same float values feed
+// the convolution; FP32 here, so only accumulation order may differ).
+TEST_F(PipelineGpuTest, ImagesFeedAnImageInputEngineAsTheyAre) {
+  KILN_REQUIRE_GPU();
+  const int64_t batch = 4;
+  const std::string path = (dir_ / "small.onnx").string();
+  testing::WritePipelineTestModel(path, batch);
+  auto float_engine = Engine::Build(path, BuildConfig{});
+  BuildConfig build;
+  build.image_input.name = "x";
+  build.image_input.mean = {0.3f, 0.5f, 0.4f};  // Not the pipeline's: the engine's own are used.
+  build.image_input.std = {0.2f, 0.25f, 0.3f};
+  auto engine = Engine::Build(path, build);
+  ASSERT_EQ(engine->inputs().size(), 1u);
+  EXPECT_EQ(engine->inputs()[0].name, "x");
+  EXPECT_EQ(engine->inputs()[0].dtype, DType::kUInt8);
+  const std::vector<int64_t> nchw = float_engine->inputs()[0].dims;
+  EXPECT_EQ(engine->inputs()[0].dims, (std::vector<int64_t>{nchw[0], nchw[2], nchw[3], nchw[1]}));
+  const ImageGeometry g = ImageInputGeometry(engine->inputs(), {}, {});
+  EXPECT_TRUE(g.normalized_by_model());
+  const ImageGeometry float_g = ImageInputGeometry(float_engine->inputs(), build.image_input.mean,
+                                                   build.image_input.std);
+  auto float_context = float_engine->CreateContext();
+  std::mt19937 rng(9);
+  std::vector<std::vector<uint8_t>> images;
+  std::vector<std::vector<Tensor>> expected;
+  for (int i = 0; i < 7; ++i) {
+    images.emplace_back(g.image_bytes());
+    for (uint8_t& b : images.back()) b = static_cast<uint8_t>(rng() & 0xff);
+    Tensor x(DType::kFloat32, nchw);
+    NormalizeImagesCpu(images.back().data(), float_g, build.image_input.mean, build.image_input.std,
+                       x.raw_data());
+    expected.push_back(float_context->Run({{"x", x}}));
+  }
+  for (const PipelineConfig& config : LadderConfigs()) {
+    SCOPED_TRACE(Describe(config));
+    ExpectPipelineMatches(*engine, config, {}, expected, true, images, 1e-5);
+  }
+  // The pipeline holds no raw image buffers for such an engine, and checks the byte count.
+  auto pipeline = Pipeline::Create(*engine, PipelineConfig{}, nullptr);
+  EXPECT_THROW(pipeline->SubmitImages(images[0].data(), images[0].size() + 1), Error);
+  pipeline->SubmitImages(images[0].data(), images[0].size());
+  pipeline->Flush();
+  EXPECT_EQ(pipeline->stats().delivered, 1u);
+}
+
 // The kernel alone vs NormalizeImagesCpu, for every output dtype, a few
 // channel counts and a size past one grid-stride pass (65535 x 256 pixels).
 TEST(PipelineGpuKernel, NormalizeImagesMatchesTheCpuReference) {
@@ -272,13 +321,11 @@ TEST(PipelineGpuKernel, NormalizeImagesMatchesTheCpuReference) {
       SCOPED_TRACE(StrCat(DTypeName(dtype), " n", s.n, " c", s.c, " h", s.h, " w", s.w));
       ImageGeometry g{s.n, s.c, s.h, s.w, dtype};
       std::vector<float> mean, stdv;
-      NormalizeParams params;
       for (int64_t ch = 0; ch < s.c; ++ch) {
         mean.push_back(0.1f + 0.2f * static_cast<float>(ch));
         stdv.push_back(0.15f + 0.05f * static_cast<float>(ch));
-        params.mean[ch] = mean.back();
-        params.std[ch] = stdv.back();
       }
+      const gpu::NormalizeImageParams params = gpu::MakeNormalizeImageParams(mean, stdv, s.c, "test");
       std::vector<uint8_t> images(g.image_bytes());
       for (uint8_t& b : images) b = static_cast<uint8_t>(rng() & 0xff);
       Tensor want(dtype, {s.n, s.c, s.h, s.w});
@@ -286,8 +333,8 @@ TEST(PipelineGpuKernel, NormalizeImagesMatchesTheCpuReference) {
       cuda::DeviceBuffer d_images(images.size()), d_out(want.nbytes());
       KILN_CUDA_CHECK(cudaMemcpy(d_images.ptr, images.data(), images.size(), cudaMemcpyHostToDevice));
       KILN_CUDA_CHECK(cudaMemset(d_out.ptr, 0xff, want.nbytes()));  // NaN in every dtype
-      LaunchNormalizeImages(static_cast<const uint8_t*>(d_images.ptr), d_out.ptr, dtype, s.n, s.c, s.h, s.w,
-                            params, nullptr);
+      gpu::LaunchNormalizeImages(static_cast<const uint8_t*>(d_images.ptr), d_out.ptr, dtype, s.n, s.c, s.h,
+                                 s.w, params, nullptr);
       KILN_CUDA_CHECK(cudaDeviceSynchronize());
       Tensor got(dtype, want.dims());
       KILN_CUDA_CHECK(cudaMemcpy(got.raw_data(), d_out.ptr, got.nbytes(), cudaMemcpyDeviceToHost));

@@ -281,16 +281,20 @@ ImageGeometry ImageInputGeometry(const std::vector<TensorDesc>& inputs, const st
   KILN_CHECK(inputs.size() == 1, "pipeline: images need a model with one input, this one has ",
              inputs.size());
   const TensorDesc& d = inputs[0];
-  KILN_CHECK(d.dims.size() == 4, "pipeline: images need a rank-4 NCHW input, input '", d.name,
-             "' is ", d.ShapeString());
-  KILN_CHECK(d.dtype == DType::kFloat32 || d.dtype == DType::kFloat16 || d.dtype == DType::kBFloat16,
-             "pipeline: images need a float32/float16/bfloat16 input, input '", d.name, "' is ",
-             DTypeName(d.dtype));
+  const bool uint8_images = d.dtype == DType::kUInt8;
+  KILN_CHECK(d.dims.size() == 4, "pipeline: images need a rank-4 input (float NCHW, or uint8 NHWC for an "
+             "engine built with an image input), input '", d.name, "' is ", d.ShapeString());
+  KILN_CHECK(uint8_images || d.dtype == DType::kFloat32 || d.dtype == DType::kFloat16 ||
+                 d.dtype == DType::kBFloat16,
+             "pipeline: images need a float32/float16/bfloat16 NCHW input or a uint8 NHWC one, input '",
+             d.name, "' is ", DTypeName(d.dtype));
   for (int64_t x : d.dims)
     KILN_CHECK(x > 0, "pipeline: input '", d.name, "' has dynamic dims ", d.ShapeString());
-  ImageGeometry g{d.dims[0], d.dims[1], d.dims[2], d.dims[3], d.dtype};
+  ImageGeometry g = uint8_images ? ImageGeometry{d.dims[0], d.dims[3], d.dims[1], d.dims[2], d.dtype}
+                                 : ImageGeometry{d.dims[0], d.dims[1], d.dims[2], d.dims[3], d.dtype};
   KILN_CHECK(g.c <= kMaxImageChannels, "pipeline: input '", d.name, "' ", d.ShapeString(), " has ",
-             g.c, " channels; images (NCHW) support at most ", kMaxImageChannels);
+             g.c, " channels; images support at most ", kMaxImageChannels);
+  if (uint8_images) return g;  // The engine normalizes with its own mean/std.
   KILN_CHECK(static_cast<int64_t>(mean.size()) == g.c && static_cast<int64_t>(std.size()) == g.c,
              "pipeline: mean and std need ", g.c, " values (one per channel), got ", mean.size(),
              " and ", std.size());
@@ -299,8 +303,8 @@ ImageGeometry ImageInputGeometry(const std::vector<TensorDesc>& inputs, const st
 }
 
 void CheckImageBytes(const ImageGeometry& g, size_t bytes) {
-  KILN_CHECK(bytes == g.image_bytes(), "pipeline: images for [N,C,H,W] = [", g.n, ",", g.c, ",", g.h,
-             ",", g.w, "] are ", g.image_bytes(), " uint8 bytes (N,H,W,C), got ", bytes);
+  KILN_CHECK(bytes == g.image_bytes(), "pipeline: images [N,H,W,C] = [", g.n, ",", g.h, ",", g.w, ",",
+             g.c, "] are ", g.image_bytes(), " uint8 bytes, got ", bytes);
 }
 
 void CheckTensorInputs(const std::vector<TensorDesc>& inputs, const std::vector<Tensor>& tensors,
@@ -326,6 +330,10 @@ void CheckTensorInputs(const std::vector<TensorDesc>& inputs, const std::vector<
 
 void NormalizeImagesCpu(const uint8_t* nhwc, const ImageGeometry& g, const std::vector<float>& mean,
                         const std::vector<float>& std, void* out) {
+  if (g.normalized_by_model()) {
+    std::memcpy(out, nhwc, g.image_bytes());
+    return;
+  }
   const int64_t plane = g.h * g.w;
   for (int64_t n = 0; n < g.n; ++n)
     for (int64_t c = 0; c < g.c; ++c)

@@ -25,6 +25,7 @@
 #include <vector>
 
 #include "kiln/kiln.h"
+#include "kiln/image.h"
 #include "kiln/pipeline.h"
 #include "kiln/shape_profile.h"
 #include "kiln/tensor.h"
@@ -118,17 +119,22 @@ class Scheduler {
 
 // ---- Input checks and the image preprocessing reference, shared by backends ----
 
-// The single NCHW input [N, C, H, W] that uint8 NHWC images feed.
+// The single input that uint8 NHWC images feed: a float NCHW input
+// [N, C, H, W] the pipeline normalizes into, or a uint8 [N, H, W, C] one (an
+// engine built with BuildConfig::image_input, which normalizes itself) the
+// images are copied into as they are.
 struct ImageGeometry {
   int64_t n = 0, c = 0, h = 0, w = 0;
-  DType dtype = DType::kUndefined;
+  DType dtype = DType::kUndefined;  // The input's: float32/float16/bfloat16, or uint8.
   size_t image_bytes() const { return static_cast<size_t>(n * h * w * c); }
+  bool normalized_by_model() const { return dtype == DType::kUInt8; }
 };
-// Throws unless the model has one float32/float16/bfloat16 input of rank 4
-// with C <= kMaxImageChannels, and mean/std have C entries (std non-zero).
+// Throws unless the model has one input of rank 4 and static dims that is
+// float32/float16/bfloat16 [N, C, H, W] (then mean/std need C entries, std
+// non-zero) or uint8 [N, H, W, C] (mean/std unused), with
+// C <= kMaxImageChannels (include/kiln/image.h).
 ImageGeometry ImageInputGeometry(const std::vector<TensorDesc>& inputs,
                                  const std::vector<float>& mean, const std::vector<float>& std);
-constexpr int kMaxImageChannels = 8;
 void CheckImageBytes(const ImageGeometry& geometry, size_t bytes);
 // Throws unless `tensors` match `inputs` one to one in dtype and dims. With
 // optimization profiles, the inputs they name may take any dims a profile
@@ -137,7 +143,8 @@ void CheckTensorInputs(const std::vector<TensorDesc>& inputs, const std::vector<
                        const std::vector<OptimizationProfile>& profiles = {});
 
 // The CPU reference of the GPU preprocessing: uint8 [N,H,W,C] ->
-// (x / 255 - mean[c]) / std[c] as geometry.dtype in [N,C,H,W] at `out`.
+// (x / 255 - mean[c]) / std[c] as geometry.dtype in [N,C,H,W] at `out`
+// (a plain copy when the model normalizes itself).
 void NormalizeImagesCpu(const uint8_t* nhwc, const ImageGeometry& geometry,
                         const std::vector<float>& mean, const std::vector<float>& std, void* out);
 

@@ -18,6 +18,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
+#include "builder/image_input.h"
 #include "cuda/device.h"
 #include "runtime/engine_impl.h"
 
@@ -308,18 +309,38 @@ nlohmann::json ProfilesToJson(const Engine::Impl& e) {
           {"shapes", ShapesToJson(e.lowering.shapes)}};
 }
 
+// The image input option (BuildConfig::image_input) rides in a JSON section
+// both formats have (compatibility facts in version 1, profiles in version
+// 2) under a key files without it lack: older files load as "no image input".
+constexpr char kImageInputKey[] = "image_input";
+void PutImageInput(const Engine::Impl& e, nlohmann::json& j) {
+  if (e.lowering.image_input.enabled()) j[kImageInputKey] = builder::ImageInputToJson(e.lowering.image_input);
+}
+void GetImageInput(const nlohmann::json& j, Engine::Impl& e, const std::string& path) {
+  if (!j.contains(kImageInputKey)) return;
+  try {
+    e.lowering.image_input = builder::ImageInputFromJson(j.at(kImageInputKey));
+  } catch (const Error& error) {
+    Fail(path, ": corrupt engine file (", error.what(), ")");
+  }
+}
+
 }  // namespace
 
 void Engine::Save(const std::string& path) const {
   const Impl& e = *impl_;
   const bool dynamic = !e.profiles.empty();
   Writer w;
-  w.Str(CompatFacts(e.precision).dump());
+  nlohmann::json compat = CompatFacts(e.precision);
+  if (!dynamic) PutImageInput(e, compat);
+  w.Str(compat.dump());
   w.Str(InfoToJson(e.info).dump());
   if (!dynamic) {
     WriteGraph(w, e, nullptr);
   } else {
-    w.Str(ProfilesToJson(e).dump());
+    nlohmann::json profiles = ProfilesToJson(e);
+    PutImageInput(e, profiles);
+    w.Str(profiles.dump());
     w.Pod<uint32_t>(static_cast<uint32_t>(e.lowering.frozen_inputs.size()));
     for (const auto& [name, t] : e.lowering.frozen_inputs) {
       w.Str(name);
@@ -493,6 +514,7 @@ std::unique_ptr<Engine> Engine::Load(const std::string& path) {
   impl->info.sm = compat.value("sm", 0);
 
   if (version == kFormatVersion) {
+    GetImageInput(compat, *impl, path);
     ReadGraph(r, *impl, nullptr, path);
     KILN_CHECK(r.done(), path, ": corrupt engine file (trailing bytes)");
     impl->Create();
@@ -507,6 +529,7 @@ std::unique_ptr<Engine> Engine::Load(const std::string& path) {
   } catch (const nlohmann::json::exception& e) {
     Fail(path, ": corrupt profiles section (", e.what(), ")");
   }
+  GetImageInput(dyn, *impl, path);
   impl->lowering.precision = impl->precision;
   for (uint32_t i = 0, k = r.Pod<uint32_t>(); i < k; ++i) {
     KILN_CHECK(i < (1u << 16), path, ": corrupt engine file (frozen input count)");

@@ -125,6 +125,7 @@ struct LoweringOptions {
   std::string conv_layout = "auto";
   std::map<std::string, Tensor> frozen_inputs;
   InputShapes shapes;  // Dims of inputs no profile names (BuildConfig::shapes).
+  ImageInput image_input;  // BuildConfig::image_input.
 };
 
 }  // namespace runtime

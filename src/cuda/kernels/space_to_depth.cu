@@ -5,6 +5,7 @@
 //     them with 16-byte stores;
 //   * anything else: one thread per output element, in output memory order.
 // Both use 1-D grid-stride loops with int64 index math, so any size launches.
+// Inputs: float NCHW, or uint8 NHWC images normalized on the fly (Load).
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
@@ -13,6 +14,7 @@
 
 #include "cuda/cuda_check.h"
 #include "cuda/kernels/kernel_util.cuh"
+#include "cuda/kernels/normalize_image.cuh"
 #include "cuda/kernels/space_to_depth.h"
 
 namespace kiln::gpu::space_to_depth_kernels {
@@ -34,6 +36,19 @@ __device__ __forceinline__ int64_t GridStride() {
   return static_cast<int64_t>(gridDim.x) * blockDim.x;
 }
 
+// Input element (n, c, y) x of the (unpadded) input, as float: a float NCHW
+// tensor's element, or a uint8 NHWC image's pixel channel normalized.
+template <typename In>
+__device__ __forceinline__ float Load(const In* __restrict__ in, const PadSpaceToDepthParams& p,
+                                      int64_t n, int64_t c, int64_t y, int64_t x) {
+  return ToFloat(in[((n * p.c + c) * p.h + y) * p.w + x]);
+}
+__device__ __forceinline__ float Load(const uint8_t* __restrict__ in, const PadSpaceToDepthParams& p,
+                                      int64_t n, int64_t c, int64_t y, int64_t x) {
+  return NormalizeImageValue(in[((n * p.h + y) * p.w + x) * p.c + c], p.normalize.mean[c],
+                             p.normalize.std[c]);
+}
+
 // Input element feeding output (n, co, oy, ox), as float; 0 in the padding.
 template <typename In>
 __device__ __forceinline__ float Source(const In* __restrict__ in, const PadSpaceToDepthParams& p,
@@ -42,7 +57,7 @@ __device__ __forceinline__ float Source(const In* __restrict__ in, const PadSpac
   const int64_t i = q / p.block, j = q - i * p.block;
   const int64_t c = cp - p.pad_c, y = oy * p.block + i - p.pad_h, x = ox * p.block + j - p.pad_w;
   if (c < 0 || c >= p.c || y < 0 || y >= p.h || x < 0 || x >= p.w) return 0.f;
-  return ToFloat(in[((n * p.c + c) * p.h + y) * p.w + x]);
+  return Load(in, p, n, c, y, x);
 }
 
 template <typename In, typename Out>
@@ -83,7 +98,6 @@ __global__ void PadSpaceToDepthPixelKernel(const In* __restrict__ in, uint4* __r
     const int64_t ox = px % p.out_w;
     const int64_t t = px / p.out_w;
     const int64_t oy = t % p.out_h, n = t / p.out_h;
-    const In* image = in + n * p.c * p.h * p.w;
     const int64_t y0 = oy * p.block - p.pad_h, x0 = ox * p.block - p.pad_w;
     uint32_t words[kWords];
 #pragma unroll
@@ -94,7 +108,7 @@ __global__ void PadSpaceToDepthPixelKernel(const In* __restrict__ in, uint4* __r
     for (int co = 0; co < kChannels; ++co) {
       const int64_t c = cp - p.pad_c, y = y0 + i, x = x0 + j;
       if (c >= 0 && c < p.c && y >= 0 && y < p.h && x >= 0 && x < p.w) {
-        const uint32_t bits = Bits(FromFloat<Out>(ToFloat(image[(c * p.h + y) * p.w + x])));
+        const uint32_t bits = Bits(FromFloat<Out>(Load(in, p, n, c, y, x)));
         words[co / kPerWord] |= bits << (32 / kPerWord * (co % kPerWord));
       }
       if (++cp == p.padded_c) {
@@ -156,7 +170,7 @@ void LaunchTyped(const In* in, Out* out, const PadSpaceToDepthParams& p, cudaStr
 }  // namespace
 
 bool PadSpaceToDepthSupported(DType in_dtype, DType out_dtype) {
-  return IsFloat(in_dtype) && IsFloat(out_dtype);
+  return (IsFloat(in_dtype) || in_dtype == DType::kUInt8) && IsFloat(out_dtype);
 }
 
 void LaunchPadSpaceToDepth(const void* in, DType in_dtype, void* out, DType out_dtype,
@@ -165,6 +179,16 @@ void LaunchPadSpaceToDepth(const void* in, DType in_dtype, void* out, DType out_
   KILN_CHECK(p.block >= 1 && p.padded_c >= 1 && p.out_c == p.padded_c * p.block * p.block,
              "pad+space-to-depth: inconsistent parameters (block ", p.block, ", padded channels ",
              p.padded_c, ", output channels ", p.out_c, ")");
+  if (in_dtype == DType::kUInt8) {
+    KILN_CHECK(p.normalize.channels == p.c && p.c >= 1 && p.c <= kMaxImageChannels,
+               "pad+space-to-depth: uint8 images with ", p.c, " channels need mean/std for each (got ",
+               p.normalize.channels, ")");
+    DispatchFloat(out_dtype, [&](auto to) {
+      using Out = typename decltype(to)::type;
+      LaunchTyped(static_cast<const uint8_t*>(in), static_cast<Out*>(out), p, stream);
+    });
+    return;
+  }
   DispatchFloat(in_dtype, [&](auto ti) {
     using In = typename decltype(ti)::type;
     DispatchFloat(out_dtype, [&](auto to) {

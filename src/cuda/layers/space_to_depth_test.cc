@@ -22,6 +22,8 @@
 #include "kiln/engine.h"
 #include "kiln/kiln.h"
 #include "onnx.pb.h"
+#include "pipeline/scheduler.h"
+#include "runtime/engine_impl.h"
 #include "test_util.h"
 
 namespace kiln {
@@ -62,24 +64,19 @@ std::unique_ptr<gpu::Layer> CreateLayer(ir::Graph& graph, const gpu::TensorDesc&
   return def->create(init);
 }
 
-// Runs the layer on `x` (row-major); returns the output in its memory order.
-// The output buffer starts as 0xFF bytes (NaN for every float type), so an
-// element left unwritten fails the comparison.
-Tensor RunLayer(const Tensor& x, const gpu::TensorDesc& out, const ir::Attributes& attrs) {
-  ir::Graph graph;
-  graph.opset_version = 17;
-  std::unique_ptr<gpu::Layer> layer = CreateLayer(graph, Desc(x.dtype(), x.dims()), out, attrs);
-  EXPECT_EQ(layer->KernelLaunches(), out.numel() > 0 ? 1 : 0);
-  EXPECT_EQ(layer->WorkspaceBytes(), 0u);
-  DeviceBuffer in_buffer(std::max<size_t>(x.nbytes(), 1));
+// Runs a one-input layer on `bytes` host bytes; returns the output in its
+// memory order. The output buffer starts as 0xFF bytes (NaN for every float
+// type), so an element left unwritten fails the comparison.
+Tensor RunOneInputLayer(const gpu::Layer& layer, const void* in, size_t bytes,
+                        const gpu::TensorDesc& out) {
+  DeviceBuffer in_buffer(std::max<size_t>(bytes, 1));
   DeviceBuffer out_buffer(std::max<size_t>(out.nbytes(), 1));
-  if (x.nbytes())
-    KILN_CUDA_CHECK(cudaMemcpy(in_buffer.ptr, x.raw_data(), x.nbytes(), cudaMemcpyHostToDevice));
+  if (bytes) KILN_CUDA_CHECK(cudaMemcpy(in_buffer.ptr, in, bytes, cudaMemcpyHostToDevice));
   KILN_CUDA_CHECK(cudaMemset(out_buffer.ptr, 0xFF, std::max<size_t>(out.nbytes(), 1)));
   gpu::LaunchArgs args;
   args.inputs = {in_buffer.ptr};
   args.outputs = {out_buffer.ptr};
-  layer->Enqueue(args);
+  layer.Enqueue(args);
   KILN_CUDA_CHECK(cudaStreamSynchronize(nullptr));
   KILN_CUDA_CHECK(cudaGetLastError());
   Tensor result(out.dtype, out.PhysicalDims());
@@ -87,6 +84,16 @@ Tensor RunLayer(const Tensor& x, const gpu::TensorDesc& out, const ir::Attribute
     KILN_CUDA_CHECK(
         cudaMemcpy(result.raw_data(), out_buffer.ptr, result.nbytes(), cudaMemcpyDeviceToHost));
   return result;
+}
+
+// Runs the layer on `x` (row-major); returns the output in its memory order.
+Tensor RunLayer(const Tensor& x, const gpu::TensorDesc& out, const ir::Attributes& attrs) {
+  ir::Graph graph;
+  graph.opset_version = 17;
+  std::unique_ptr<gpu::Layer> layer = CreateLayer(graph, Desc(x.dtype(), x.dims()), out, attrs);
+  EXPECT_EQ(layer->KernelLaunches(), out.numel() > 0 ? 1 : 0);
+  EXPECT_EQ(layer->WorkspaceBytes(), 0u);
+  return RunOneInputLayer(*layer, x.raw_data(), x.nbytes(), out);
 }
 
 // The CPU backend's Pad (constant 0) + SpaceToDepth, cast to `out_dtype`,
@@ -201,6 +208,150 @@ TEST(GpuPadSpaceToDepth, RejectsWhatItCannotRun) {
   }
 }
 
+// ---- uint8 image inputs (BuildConfig::image_input) ----
+
+// Random uint8 images [n, h, w, c] (every byte value likely).
+std::vector<uint8_t> RandomImages(const Ints& nhwc, uint32_t seed) {
+  std::vector<uint8_t> bytes(static_cast<size_t>(nhwc[0] * nhwc[1] * nhwc[2] * nhwc[3]));
+  uint32_t state = seed * 2654435761u + 1;
+  for (uint8_t& b : bytes) {
+    state = state * 1664525u + 1013904223u;
+    b = static_cast<uint8_t>(state >> 24);
+  }
+  return bytes;
+}
+
+// The pipeline's CPU normalization (the unfused path's float values): float32 [n, c, h, w].
+Tensor NormalizedOnCpu(const std::vector<uint8_t>& images, const Ints& nhwc,
+                       const std::vector<float>& mean, const std::vector<float>& stdv) {
+  pipeline::ImageGeometry g{nhwc[0], nhwc[3], nhwc[1], nhwc[2], DType::kFloat32};
+  Tensor x(DType::kFloat32, {nhwc[0], nhwc[3], nhwc[1], nhwc[2]});
+  pipeline::NormalizeImagesCpu(images.data(), g, mean, stdv, x.raw_data());
+  return x;
+}
+
+// Runs a one-node layer `op` on uint8 images; output buffer starts as NaN bytes.
+Tensor RunImageLayer(const std::string& op, const std::vector<uint8_t>& images, const Ints& nhwc,
+                     const gpu::TensorDesc& out, const ir::Attributes& attrs) {
+  ir::Graph graph;
+  graph.opset_version = 17;
+  ir::Value* x = graph.AddValue("x", ir::TensorType{DType::kUInt8, ir::ShapeFromDims(nhwc)});
+  ir::Value* y = graph.AddValue("y", ir::TensorType{out.dtype, ir::ShapeFromDims(out.dims)});
+  ir::Node* node = graph.AddNode(op, "images", {x}, {y});
+  node->attrs = attrs;
+  gpu::LayerInit init{*node, {Desc(DType::kUInt8, nhwc)}, {out}, {nullptr}, {}, {}};
+  const gpu::GpuOpDef* def = gpu::GpuLayerRegistry::Global().Find(op);
+  KILN_CHECK(def, "no GPU layer for ", op);
+  std::unique_ptr<gpu::Layer> layer = def->create(init);
+  return RunOneInputLayer(*layer, images.data(), images.size(), out);
+}
+
+ir::Attributes ImageAttrs(const Ints& pads, int64_t blocksize, const std::vector<float>& mean,
+                          const std::vector<float>& stdv) {
+  ir::Attributes a = pads.empty() ? ir::Attributes{} : S2dAttrs(pads, blocksize);
+  a.set("mean", mean);
+  a.set("std", stdv);
+  return a;
+}
+
+// The fused stem on uint8 images vs normalize (the pipeline's CPU reference)
+// -> Pad -> SpaceToDepth on the CPU: float32 outputs bit for bit (the same
+// IEEE expression), float16/bfloat16 rounded once from those values.
+TEST(GpuPadSpaceToDepth, Uint8ImagesMatchNormalizeThenPadAndSpaceToDepth) {
+  KILN_REQUIRE_GPU();
+  struct Case {
+    Ints nchw, pads;
+    int64_t blocksize;
+  };
+  const std::vector<Case> cases = {
+      {{2, 3, 224, 224}, {0, 0, 3, 3, 0, 1, 3, 3}, 2},  // ResNet's stem: 16 channels (vector path).
+      {{3, 3, 37, 51}, {0, 0, 3, 3, 0, 1, 4, 4}, 2},    // Odd sizes.
+      {{1, 3, 7, 9}, {0, 0, 1, 0, 0, 0, 2, 1}, 2},      // 12 channels (element path).
+      {{2, 1, 5, 5}, {0, 1, 2, 2, 0, 0, 2, 2}, 3},      // Gray, block 3, leading channel pad.
+      {{1, 4, 6, 6}, {0, 0, 0, 0, 0, 0, 0, 0}, 2},      // RGBA, no padding.
+  };
+  for (const Case& sc : cases) {
+    const Ints nhwc = {sc.nchw[0], sc.nchw[2], sc.nchw[3], sc.nchw[1]};
+    std::vector<float> mean, stdv;
+    for (int64_t c = 0; c < sc.nchw[1]; ++c) {
+      mean.push_back(0.485f - 0.03f * static_cast<float>(c));
+      stdv.push_back(0.229f + 0.01f * static_cast<float>(c));
+    }
+    const std::vector<uint8_t> images = RandomImages(nhwc, 31);
+    const Tensor normalized = NormalizedOnCpu(images, nhwc, mean, stdv);
+    const Ints out_dims = OutputDims({sc.nchw, sc.pads, sc.blocksize});
+    for (DType to : {DType::kFloat32, DType::kFloat16, DType::kBFloat16}) {
+      for (bool nhwc_out : {true, false}) {
+        SCOPED_TRACE(StrCat(DimsToString(sc.nchw), " pads ", DimsToString(sc.pads), " block ",
+                            sc.blocksize, " -> ", DTypeName(to), nhwc_out ? " nhwc" : " row-major"));
+        const Tensor got = RunImageLayer(
+            "KilnPadSpaceToDepth", images, nhwc,
+            Desc(to, out_dims, nhwc_out ? gpu::Layout::kNHWC : gpu::Layout::kRowMajor),
+            ImageAttrs(sc.pads, sc.blocksize, mean, stdv));
+        const Tensor want = Reference(normalized, sc.pads, sc.blocksize, to, nhwc_out);
+        if (to == DType::kFloat32) {
+          ASSERT_EQ(got.nbytes(), want.nbytes());
+          EXPECT_EQ(std::memcmp(got.raw_data(), want.raw_data(), got.nbytes()), 0)
+              << "float32 values differ from the unfused path's";
+        }
+        ExpectSame(got, want, to == DType::kFloat32 ? 0.0 : 1e-2);
+      }
+    }
+  }
+}
+
+// KilnNormalizeImage, the standalone layer where no stem absorbs it: the
+// pipeline's kernel vs its CPU reference.
+TEST(GpuNormalizeImage, MatchesTheCpuReference) {
+  KILN_REQUIRE_GPU();
+  for (const Ints& nhwc : {Ints{2, 7, 5, 3}, Ints{1, 224, 224, 3}, Ints{3, 4, 4, 1}, Ints{0, 4, 4, 3}}) {
+    std::vector<float> mean(static_cast<size_t>(nhwc[3]), 0.45f), stdv(static_cast<size_t>(nhwc[3]), 0.226f);
+    const std::vector<uint8_t> images = RandomImages(nhwc, 41);
+    const Tensor want = NormalizedOnCpu(images, nhwc, mean, stdv);
+    for (DType to : {DType::kFloat32, DType::kFloat16}) {
+      SCOPED_TRACE(StrCat(DimsToString(nhwc), " -> ", DTypeName(to)));
+      const Tensor got = RunImageLayer("KilnNormalizeImage", images, nhwc, Desc(to, want.dims()),
+                                       ImageAttrs({}, 0, mean, stdv));
+      ExpectSame(got, want.CastTo(to), 0.0);
+    }
+  }
+}
+
+TEST(GpuNormalizeImage, RejectsWhatItCannotRun) {
+  KILN_REQUIRE_GPU();
+  const std::vector<float> three = {0.5f, 0.5f, 0.5f};
+  auto create = [](const std::string& op, const gpu::TensorDesc& in, const gpu::TensorDesc& out,
+                   const ir::Attributes& a) {
+    ir::Graph graph;
+    graph.opset_version = 17;
+    ir::Value* x = graph.AddValue("x", ir::TensorType{in.dtype, ir::ShapeFromDims(in.dims)});
+    ir::Value* y = graph.AddValue("y", ir::TensorType{out.dtype, ir::ShapeFromDims(out.dims)});
+    ir::Node* node = graph.AddNode(op, "images", {x}, {y});
+    node->attrs = a;
+    gpu::LayerInit init{*node, {in}, {out}, {nullptr}, {}, {}};
+    gpu::GpuLayerRegistry::Global().Find(op)->create(init);
+  };
+  const gpu::TensorDesc images = Desc(DType::kUInt8, {2, 8, 8, 3});
+  EXPECT_NO_THROW(create("KilnNormalizeImage", images, Desc(DType::kFloat32, {2, 3, 8, 8}),
+                         ImageAttrs({}, 0, three, three)));
+  EXPECT_THROW(create("KilnNormalizeImage", images, Desc(DType::kFloat32, {2, 8, 8, 3}),
+                      ImageAttrs({}, 0, three, three)),
+               Error);  // Not NCHW.
+  EXPECT_THROW(create("KilnNormalizeImage", images, Desc(DType::kFloat32, {2, 3, 8, 8}),
+                      ImageAttrs({}, 0, {0.5f}, {0.5f})),
+               Error);  // One mean for three channels.
+  EXPECT_THROW(create("KilnNormalizeImage", images, Desc(DType::kFloat32, {2, 3, 8, 8}),
+                      ImageAttrs({}, 0, three, {0.5f, 0.f, 0.5f})),
+               Error);  // Zero std.
+  const Ints pads = {0, 0, 3, 3, 0, 1, 3, 3};
+  const gpu::TensorDesc stem_out = Desc(DType::kFloat16, {2, 16, 7, 7}, gpu::Layout::kNHWC);
+  EXPECT_NO_THROW(create("KilnPadSpaceToDepth", images, stem_out, ImageAttrs(pads, 2, three, three)));
+  EXPECT_THROW(create("KilnPadSpaceToDepth", images, stem_out, S2dAttrs(pads, 2)), Error);  // No mean/std.
+  EXPECT_THROW(create("KilnPadSpaceToDepth", Desc(DType::kFloat32, {2, 3, 8, 8}), stem_out,
+                      ImageAttrs(pads, 2, three, three)),
+               Error);  // mean/std on a float input.
+}
+
 // ---- Engines with an RGB stem ----
 
 namespace fs = std::filesystem;
@@ -307,6 +458,87 @@ TEST(GpuPadSpaceToDepth, StemEnginesMatchCpu) {
     }
     fs::remove(path);
   }
+}
+
+// A stem model built with an image input: the engine takes uint8 [N,H,W,C]
+// under the input's name, the normalization is fused into its first layer,
+// and the results match the CPU backend on the pipeline-normalized images.
+// The option survives Save/Load.
+TEST(GpuPadSpaceToDepth, StemEnginesWithAnImageInputMatchCpu) {
+  KILN_REQUIRE_GPU();
+  const Ints x_dims = {3, 3, 37, 50};
+  const Ints nhwc = {3, 37, 50, 3};
+  const fs::path path = WriteStemModel(x_dims, 64);
+  std::unique_ptr<Model> model = Model::Load(path.string());
+  const std::vector<uint8_t> images = RandomImages(nhwc, 51);
+  const ImageNormalization imagenet;
+  const Tensor want = model->RunCpu({{"x", NormalizedOnCpu(images, nhwc, imagenet.mean, imagenet.std)}})[0];
+  Tensor input(DType::kUInt8, nhwc);
+  std::memcpy(input.raw_data(), images.data(), images.size());
+  for (Precision precision : {Precision::kFP32, Precision::kFP16}) {
+    SCOPED_TRACE(PrecisionName(precision));
+    BuildConfig config;
+    config.precision = precision;
+    config.image_input.name = "x";
+    std::unique_ptr<Engine> engine = Engine::Build(path.string(), config);
+    ASSERT_EQ(engine->inputs().size(), 1u);
+    EXPECT_EQ(engine->inputs()[0].dtype, DType::kUInt8);
+    EXPECT_EQ(engine->inputs()[0].dims, nhwc);
+    int fused_stems = 0, normalize_layers = 0;
+    for (const LayerInfo& l : engine->info().layers) {
+      fused_stems += l.op_type == "KilnPadSpaceToDepth" && l.inputs.find("uint8") != std::string::npos;
+      normalize_layers += l.op_type == "KilnNormalizeImage";
+    }
+    EXPECT_EQ(fused_stems, 1);
+    EXPECT_EQ(normalize_layers, 0);
+    const Tensor got = engine->CreateContext()->Run({{"x", input}})[0];
+    const double err = MaxRelativeError(got, want);
+    std::cout << "    image input, max|gpu-cpu|/max|cpu| = " << err << "\n";
+    EXPECT_LE(err, precision == Precision::kFP32 ? 1e-4 : 1e-2);
+    const fs::path file = fs::path(path.string() + ".image.kiln");
+    engine->Save(file.string());
+    std::unique_ptr<Engine> loaded = Engine::Load(file.string());
+    EXPECT_EQ(loaded->impl().lowering.image_input, config.image_input);
+    EXPECT_EQ(loaded->inputs()[0].dtype, DType::kUInt8);
+    EXPECT_EQ(MaxRelativeError(loaded->CreateContext()->Run({{"x", input}})[0], got), 0.0);
+    fs::remove(file);
+  }
+  fs::remove(path);
+}
+
+fs::path ModelPath(const std::string& name) {
+  const char* env = std::getenv("KILN_MODELS_DIR");
+  fs::path dir = env && *env ? fs::path(env) : fs::path(KILN_SOURCE_DIR) / "models";
+  return dir / (name + ".onnx");
+}
+
+// ResNet-18 FP16 with the image input fused vs the float-input FP16 engine
+// fed the pipeline-normalized images: the same float values reach the stem
+// (rounded to FP16 once on both sides), so only tactic choices differ.
+TEST(GpuPadSpaceToDepth, Resnet18Fp16ImageInputMatchesTheFloatEngine) {
+  KILN_REQUIRE_GPU();
+  if (!fs::exists(ModelPath("resnet18")))
+    GTEST_SKIP() << "export models first (scripts/export_models.py)";
+  const Ints nhwc = {4, 224, 224, 3};
+  const std::vector<uint8_t> images = RandomImages(nhwc, 61);
+  const ImageNormalization imagenet;
+  BuildConfig config;
+  config.precision = Precision::kFP16;
+  config.shapes["input"] = {4, 3, 224, 224};
+  std::unique_ptr<Engine> float_engine = Engine::Build(ModelPath("resnet18").string(), config);
+  const Tensor want = float_engine->CreateContext()->Run(
+      {{"input", NormalizedOnCpu(images, nhwc, imagenet.mean, imagenet.std)}})[0];
+  config.image_input.name = "input";
+  config.shapes["input"] = nhwc;
+  std::unique_ptr<Engine> engine = Engine::Build(ModelPath("resnet18").string(), config);
+  EXPECT_EQ(engine->inputs()[0].dtype, DType::kUInt8);
+  EXPECT_EQ(engine->info().layers.size(), float_engine->info().layers.size());  // Nothing added.
+  Tensor input(DType::kUInt8, nhwc);
+  std::memcpy(input.raw_data(), images.data(), images.size());
+  const Tensor got = engine->CreateContext()->Run({{"input", input}})[0];
+  const double err = MaxRelativeError(got, want);
+  std::cout << "    resnet18 fp16 logits, image input vs float input: max|a-b|/max|b| = " << err << "\n";
+  EXPECT_LE(err, 1e-2);
 }
 
 }  // namespace

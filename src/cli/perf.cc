@@ -121,6 +121,11 @@ void AddPerfCommand(CLI::App& app, int& exit_code) {
       ->check(CLI::Range(0.0, 1000.0));
   cmd->add_option("--max-threads", o->load.max_threads, "Sender threads of the request-rate mode")
       ->check(CLI::Range(1, 4096));
+  cmd->add_option("--grpc-channels", o->load.grpc_channels,
+                  "gRPC connections the concurrent clients share (default 0: min(concurrency, "
+                  "16)); the concurrency C equal to this gives each client its own, as "
+                  "perf_analyzer does")
+      ->check(CLI::Range(0, 4096));
   cmd->add_option("--shape", o->shapes,
                   "NAME:D1,D2,... dims for an input with variable dims (without the batch dim)");
   cmd->add_flag("--binary", o->load.binary, "HTTP: send and receive tensors as binary data");

@@ -128,8 +128,9 @@ void AddServeCommand(CLI::App& app, int& exit_code) {
                       ": 512 clients and more; idle threads cost only address space)")
       ->check(CLI::Range(1, 65536));
   cmd->add_option("--grpc-max-threads", options->grpc_max_threads,
-                  "Most gRPC handler threads; each infer call in flight and each open stream "
-                  "holds one, and calls beyond it fail with RESOURCE_EXHAUSTED (default " +
+                  "Most threads of gRPC's synchronous handlers (ModelInfer is asynchronous "
+                  "and holds none; each open ModelInferStream holds one, as does each other "
+                  "call while it runs); calls beyond it fail with RESOURCE_EXHAUSTED (default " +
                       std::to_string(serve::GrpcFrontend::kDefaultMaxThreads) +
                       "; threads start on demand)")
       ->check(CLI::Range(2, 65536));

@@ -4,6 +4,7 @@
 #include <grpcpp/resource_quota.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <climits>
 #include <condition_variable>
@@ -181,7 +182,7 @@ grpc::Status SharedMemoryRefOf(const ParameterMap& params, const std::string& wh
 // ModelInferRequest → InferRequest. Returns INVALID_ARGUMENT naming the
 // input at fault for anything malformed.
 grpc::Status ToInferRequest(const ServerCore& core, const pb::ModelInferRequest& in,
-                            const grpc::ServerContext* context, InferRequest* out) {
+                            const grpc::ServerContextBase* context, InferRequest* out) {
   if (in.model_name().empty()) return BadRequest("model_name is empty");
   out->model = in.model_name();
   out->version = in.model_version();
@@ -357,9 +358,71 @@ void FillTensorMetadata(const TensorIO& io, bool batched,
   for (int64_t d : io.dims) out->add_shape(d);
 }
 
-class Service final : public pb::GRPCInferenceService::Service {
+// Requests answered through the callback API that have not been finished
+// yet: Stop() waits for them, so that no completion callback (run by a
+// batcher thread) finishes a call after the server is gone.
+class InFlight {
  public:
-  explicit Service(ServerCore& core) : core_(core) {}
+  void Add() {
+    std::lock_guard<std::mutex> lock(mu_);
+    ++count_;
+  }
+  void Done() {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (--count_ == 0) idle_.notify_all();
+  }
+  void WaitIdle() {
+    std::unique_lock<std::mutex> lock(mu_);
+    idle_.wait(lock, [&] { return count_ == 0; });
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable idle_;
+  int64_t count_ = 0;
+};
+
+// One ModelInfer call between its handler and its completion: finishes the
+// call exactly once (ServerCore's callback, or the handler when InferAsync
+// throws), then releases its in-flight count.
+class UnaryCall {
+ public:
+  UnaryCall(grpc::ServerUnaryReactor* reactor, pb::ModelInferResponse* response,
+            std::shared_ptr<InFlight> in_flight)
+      : reactor_(reactor), response_(response), in_flight_(std::move(in_flight)) {
+    in_flight_->Add();
+  }
+  pb::ModelInferResponse* response() const { return response_; }
+  void Finish(const grpc::Status& status) {
+    if (finished_.exchange(true)) return;
+    // `reactor_` and `response_` belong to the call and stay valid until
+    // Finish; nothing of the call may be touched after it.
+    reactor_->Finish(status);
+    in_flight_->Done();
+  }
+
+ private:
+  grpc::ServerUnaryReactor* const reactor_;
+  pb::ModelInferResponse* const response_;
+  const std::shared_ptr<InFlight> in_flight_;
+  std::atomic<bool> finished_{false};
+};
+
+// ModelInfer runs on gRPC's callback API: the handler only parses the
+// request and hands it to ServerCore::InferAsync, and the reply is finished
+// from the completion callback, so no thread waits while a request sits in
+// the batcher queue or runs (a blocking handler needs one thread per request
+// in flight). The other RPCs are short and stay synchronous.
+using ServiceBase = pb::GRPCInferenceService::WithCallbackMethod_ModelInfer<
+    pb::GRPCInferenceService::Service>;
+
+class Service final : public ServiceBase {
+ public:
+  Service(ServerCore& core, std::shared_ptr<InFlight> in_flight)
+      : core_(core), in_flight_(std::move(in_flight)) {}
+
+  // Both ModelInfer overloads (the base's disabled sync one and ours).
+  using ServiceBase::ModelInfer;
 
   grpc::Status ServerLive(grpc::ServerContext*, const pb::ServerLiveRequest*,
                           pb::ServerLiveResponse* response) override {
@@ -468,18 +531,40 @@ class Service final : public pb::GRPCInferenceService::Service {
     });
   }
 
-  grpc::Status ModelInfer(grpc::ServerContext* context, const pb::ModelInferRequest* request,
-                          pb::ModelInferResponse* response) override {
-    return Guard("ModelInfer", [&] {
-      const auto received = std::chrono::steady_clock::now();
-      InferRequest infer;
-      grpc::Status status = ToInferRequest(core_, *request, context, &infer);
-      if (!status.ok()) return status;
-      infer.received = received;
-      const InferResponse result = core_.Infer(std::move(infer));
-      if (!result.status.ok()) return ToGrpc(result.status);
-      return FromInferResponse(result, response);
+  grpc::ServerUnaryReactor* ModelInfer(grpc::CallbackServerContext* context,
+                                       const pb::ModelInferRequest* request,
+                                       pb::ModelInferResponse* response) override {
+    grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+    const auto received = std::chrono::steady_clock::now();
+    std::shared_ptr<UnaryCall> call;
+    try {
+      call = std::make_shared<UnaryCall>(reactor, response, in_flight_);
+    } catch (const std::exception& e) {
+      reactor->Finish(grpc::Status(grpc::StatusCode::INTERNAL, std::string("ModelInfer: ") + e.what()));
+      return reactor;
+    }
+    InferRequest infer;
+    grpc::Status status =
+        Guard("ModelInfer", [&] { return ToInferRequest(core_, *request, context, &infer); });
+    if (!status.ok()) {
+      call->Finish(status);
+      return reactor;
+    }
+    infer.received = received;
+    status = Guard("ModelInfer", [&] {
+      // The callback runs on a batcher thread (or right here for a request
+      // refused up front); it references only the call, never the service.
+      core_.InferAsync(std::move(infer), [call](InferResponse result) {
+        call->Finish(Guard("ModelInfer", [&] {
+          if (!result.status.ok()) return ToGrpc(result.status);
+          return FromInferResponse(result, call->response());
+        }));
+      });
+      return grpc::Status::OK;
     });
+    // InferAsync threw: no callback will come (or it already finished the call).
+    if (!status.ok()) call->Finish(status);
+    return reactor;
   }
 
   // Requests on one stream run concurrently (so the dynamic batcher can merge
@@ -728,6 +813,7 @@ class Service final : public pb::GRPCInferenceService::Service {
   }
 
   ServerCore& core_;
+  const std::shared_ptr<InFlight> in_flight_;
 };
 
 }  // namespace
@@ -737,12 +823,13 @@ struct GrpcFrontend::Impl {
   int port;
   int max_threads;
   std::mutex mu;
+  std::shared_ptr<InFlight> in_flight;
   std::unique_ptr<Service> service;
   std::unique_ptr<grpc::Server> server;
 };
 
 GrpcFrontend::GrpcFrontend(ServerCore& core, int port, int max_threads)
-    : impl_(new Impl{core, port, max_threads, {}, nullptr, nullptr}) {
+    : impl_(new Impl{core, port, max_threads, {}, std::make_shared<InFlight>(), nullptr, nullptr}) {
   KILN_CHECK(max_threads >= 2, "the gRPC frontend needs at least 2 threads, not ", max_threads);
 }
 
@@ -753,7 +840,7 @@ void GrpcFrontend::Start() {
   KILN_CHECK(!impl_->server, "gRPC frontend is already started on port ", impl_->port);
   KILN_CHECK(impl_->port >= 0 && impl_->port <= 65535, "gRPC port ", impl_->port,
              " is out of range (0-65535)");
-  auto service = std::make_unique<Service>(impl_->core);
+  auto service = std::make_unique<Service>(impl_->core, impl_->in_flight);
   const std::string address = "0.0.0.0:" + std::to_string(impl_->port);
   int bound_port = 0;
   grpc::ServerBuilder builder;
@@ -781,6 +868,10 @@ void GrpcFrontend::Stop() {
   std::lock_guard<std::mutex> lock(impl_->mu);
   if (!impl_->server) return;
   impl_->server->Shutdown(std::chrono::system_clock::now() + kShutdownGrace);
+  // Calls past the grace period were cancelled, but the requests behind the
+  // callback calls are still in ServerCore, whose callbacks finish them: wait
+  // for every one (each ends with its batch or its queue timeout).
+  impl_->in_flight->WaitIdle();
   impl_->server->Wait();
   impl_->server.reset();
   impl_->service.reset();

@@ -22,13 +22,13 @@ namespace kiln::serve {
 
 class GrpcFrontend {
  public:
-  // Upper bound on gRPC's handler threads (`kiln serve --grpc-max-threads`);
-  // beyond it calls fail with RESOURCE_EXHAUSTED ("Server Threadpool
-  // Exhausted") instead of the process running out of threads. A blocking
-  // infer call holds a thread until its reply, and a stream (ModelStreamInfer)
-  // holds one for as long as it is open, so the bound must exceed the number
-  // of concurrent clients. gRPC starts threads on demand: an unused bound
-  // costs nothing.
+  // Upper bound on the threads of gRPC's synchronous handlers (`kiln serve
+  // --grpc-max-threads`); beyond it those calls fail with RESOURCE_EXHAUSTED
+  // ("Server Threadpool Exhausted") instead of the process running out of
+  // threads. ModelInfer runs on gRPC's callback API and holds no thread while
+  // its request waits in the batcher or runs; a stream (ModelStreamInfer)
+  // holds one for as long as it is open, the other calls one while they run.
+  // gRPC starts threads on demand: an unused bound costs nothing.
   static constexpr int kDefaultMaxThreads = 1024;
 
   // port 0 picks a free port (see port() after Start()).
@@ -40,7 +40,9 @@ class GrpcFrontend {
   // Binds 0.0.0.0:port and starts serving on gRPC's own threads.
   void Start();
   // Idempotent. Waits up to a few seconds for in-flight calls, then cancels
-  // what is left (open streams included).
+  // what is left (open streams included); infer calls whose requests are
+  // still in ServerCore are answered when it completes them (their batch, or
+  // their queue timeout), and Stop() returns only after every one.
   void Stop();
   // The bound port once started, else the requested one.
   int port() const;

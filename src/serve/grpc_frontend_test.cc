@@ -7,11 +7,14 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <chrono>
 #include <cmath>
+#include <condition_variable>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <thread>
 #include <vector>
@@ -455,6 +458,127 @@ TEST_F(GrpcFrontendTest, ConcurrentRequestsAndStatistics) {
   q.set_name("no_such_model");
   pb::ModelStatisticsResponse r;
   EXPECT_EQ(stub_->ModelStatistics(&c, q, &r).error_code(), grpc::StatusCode::NOT_FOUND);
+}
+
+// One asynchronous ModelInfer through gRPC's client callback API.
+struct AsyncInfer {
+  grpc::ClientContext context;
+  pb::ModelInferRequest request;
+  pb::ModelInferResponse response;
+  grpc::Status status;
+};
+
+// Starts every call at once (no client thread per call) and waits for all.
+void RunAllAsync(pb::GRPCInferenceService::Stub& stub, std::vector<std::unique_ptr<AsyncInfer>>& calls) {
+  std::mutex mu;
+  std::condition_variable all_done;
+  size_t done = 0;
+  for (auto& call : calls) {
+    call->context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
+    AsyncInfer* c = call.get();
+    stub.async()->ModelInfer(&c->context, &c->request, &c->response, [&, c](grpc::Status status) {
+      std::lock_guard<std::mutex> lock(mu);
+      c->status = std::move(status);
+      if (++done == calls.size()) all_done.notify_all();
+    });
+  }
+  std::unique_lock<std::mutex> lock(mu);
+  ASSERT_TRUE(all_done.wait_for(lock, std::chrono::seconds(60), [&] { return done == calls.size(); }))
+      << done << " of " << calls.size() << " calls answered";
+}
+
+// 64 calls in flight on one connection at once, good ones mixed with bad
+// ones: every good one gets its own right answer, every bad one its error.
+TEST_F(GrpcFrontendTest, ManyConcurrentInfersGetTheirOwnAnswers) {
+  constexpr int kCalls = 64;
+  std::vector<std::unique_ptr<AsyncInfer>> calls;
+  std::vector<std::vector<float>> inputs;
+  for (int i = 0; i < kCalls; ++i) {
+    const int batch = 1 + i % 3;
+    inputs.push_back(InputX(batch, 1000 + 37 * i));
+    calls.push_back(std::make_unique<AsyncInfer>());
+    calls.back()->request = DenseRequest(inputs.back(), batch);
+    calls.back()->request.set_id("call-" + std::to_string(i));
+    if (i % 8 == 5) {  // A wrong inner dim: INVALID_ARGUMENT naming the input.
+      calls.back()->request.mutable_inputs(0)->set_shape(1, kIn + 1);
+    } else if (i % 8 == 7) {
+      calls.back()->request.set_model_name("no_such_model");
+    }
+  }
+  RunAllAsync(*stub_, calls);
+  for (int i = 0; i < kCalls; ++i) {
+    const AsyncInfer& c = *calls[static_cast<size_t>(i)];
+    if (i % 8 == 5) {
+      EXPECT_EQ(c.status.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << i;
+      EXPECT_NE(c.status.error_message().find("'X'"), std::string::npos) << c.status.error_message();
+    } else if (i % 8 == 7) {
+      EXPECT_EQ(c.status.error_code(), grpc::StatusCode::NOT_FOUND) << i;
+      EXPECT_NE(c.status.error_message().find("no_such_model"), std::string::npos)
+          << c.status.error_message();
+    } else {
+      ASSERT_TRUE(c.status.ok()) << i << ": " << c.status.error_message();
+      EXPECT_EQ(c.response.id(), "call-" + std::to_string(i));
+      ExpectDense(c.response, inputs[static_cast<size_t>(i)], 1 + i % 3);
+    }
+  }
+  ExpectServing();
+}
+
+// Stop() while calls wait in the batcher queue (a long max_queue_delay): the
+// calls still get their answers (graceful drain), Stop() returns, and
+// destroying the frontend and then the core afterwards is safe.
+TEST_F(GrpcFrontendTest, StopAnswersCallsInFlight) {
+  const fs::path repo = fs::temp_directory_path() /
+                        ("kiln_grpc_frontend_stop_test_" + std::to_string(getpid()));
+  fs::remove_all(repo);
+  WriteFile(repo / "slow" / "1" / "model.onnx", DenseModel());
+  WriteFile(repo / "slow" / "config.json", R"({
+    "name": "slow", "max_batch_size": 8,
+    "input": [{"name": "X", "data_type": "TYPE_FP32", "dims": [16]}],
+    "output": [{"name": "Y", "data_type": "TYPE_FP32", "dims": [8]},
+               {"name": "Z", "data_type": "TYPE_FP32", "dims": [16]}],
+    "dynamic_batching": {"preferred_batch_size": [8], "max_queue_delay_microseconds": 400000},
+    "instance_group": [{"count": 1, "kind": "KIND_CPU"}]
+  })");
+  ServerOptions options;
+  options.model_repository = repo.string();
+  auto core = std::make_unique<ServerCore>(options);
+  auto frontend = std::make_unique<GrpcFrontend>(*core, 0);
+  frontend->Start();
+  auto stub = pb::GRPCInferenceService::NewStub(grpc::CreateChannel(
+      "127.0.0.1:" + std::to_string(frontend->port()), grpc::InsecureChannelCredentials()));
+  constexpr int kCalls = 5;  // Fewer than the preferred batch: they wait out the delay.
+  std::vector<std::unique_ptr<AsyncInfer>> calls;
+  std::vector<std::vector<float>> inputs;
+  for (int i = 0; i < kCalls; ++i) {
+    inputs.push_back(InputX(1, 500 + i));
+    calls.push_back(std::make_unique<AsyncInfer>());
+    calls.back()->request = DenseRequest(inputs.back(), 1, "slow");
+  }
+  std::thread client([&] { RunAllAsync(*stub, calls); });
+  // Let the calls reach the queue, then stop while they wait there.
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+  while (std::chrono::steady_clock::now() < deadline) {
+    if (core->MetricsText().find("nv_inference_pending_request_count{model=\"slow\",version=\"1\"} " +
+                         std::to_string(kCalls)) != std::string::npos)
+      break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  const auto stop_start = std::chrono::steady_clock::now();
+  frontend->Stop();
+  const double stop_seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - stop_start).count();
+  client.join();
+  EXPECT_LT(stop_seconds, 10.0);
+  for (int i = 0; i < kCalls; ++i) {
+    const AsyncInfer& c = *calls[static_cast<size_t>(i)];
+    ASSERT_TRUE(c.status.ok()) << i << ": " << c.status.error_message();
+    ExpectDense(c.response, inputs[static_cast<size_t>(i)], 1);
+  }
+  EXPECT_EQ(core->Stats("slow")->success, uint64_t{kCalls});
+  frontend.reset();
+  core.reset();
+  fs::remove_all(repo);
 }
 
 TEST_F(GrpcFrontendTest, StreamInfer) {

@@ -12,6 +12,7 @@
 #include <chrono>
 #include <cerrno>
 #include <cmath>
+#include <condition_variable>
 #include <cstdio>
 #include <cstring>
 #include <functional>
@@ -39,6 +40,14 @@ constexpr const char* kBinaryHeader = "Inference-Header-Content-Length";
 constexpr auto kDelayedAfter = std::chrono::milliseconds(1);
 // Windows whose agreement makes a step stable.
 constexpr size_t kStableWindows = 3;
+// Default connections of the gRPC clients (LoadOptions::grpc_channels): one
+// HTTP/2 connection multiplexes any number of calls, but each connection's
+// reads and writes are done by one thread at a time on either end, so a
+// single one serializes the transport work of every call; a few spread it
+// over gRPC's threads (and the server's). Past ~16, more connections only
+// add per-connection state and wakeups. --grpc-channels C gives each
+// concurrent client its own connection, as perf_analyzer does.
+constexpr int kDefaultGrpcChannels = 16;
 
 double Micros(Clock::duration d) {
   return std::chrono::duration<double, std::micro>(d).count();
@@ -184,6 +193,11 @@ class Client {
   virtual ~Client() = default;
   // One inference with the prepared request; false and `error` on failure.
   virtual bool Infer(std::string* error) = 0;
+  // Done callback of InferAsync: success, or false and the error text.
+  using InferDone = std::function<void(bool ok, const std::string& error)>;
+  // Starts one inference without blocking; `done` runs on another thread
+  // once it completes. false: this client only has the blocking Infer.
+  virtual bool InferAsync(InferDone /*done*/) { return false; }
   // The model's statistics; nullopt when the server does not answer them.
   virtual std::optional<ModelStats> Stats() = 0;
 
@@ -322,11 +336,12 @@ std::shared_ptr<grpc::Channel> MakeChannel(const Endpoint& endpoint, int index) 
 
 class GrpcClient : public Client {
  public:
-  GrpcClient(const Endpoint& endpoint, int index, const LoadOptions& options,
+  // Clients may share `channel` (one HTTP/2 connection carries many calls).
+  GrpcClient(std::shared_ptr<grpc::Channel> channel, const LoadOptions& options,
              std::shared_ptr<const PreparedRequest> request)
       : options_(options),
         request_(std::move(request)),
-        stub_(pb::GRPCInferenceService::NewStub(MakeChannel(endpoint, index))) {}
+        stub_(pb::GRPCInferenceService::NewStub(std::move(channel))) {}
   ~GrpcClient() override { ReleaseSharedMemory(); }
 
   void RegisterRegion(const std::string& name, const std::string& key, uint64_t offset,
@@ -363,9 +378,28 @@ class GrpcClient : public Client {
     pb::ModelInferResponse response;
     const grpc::Status status = stub_->ModelInfer(&context, request_->grpc, &response);
     if (status.ok()) return true;
-    *error = "infer: gRPC status " + std::to_string(status.error_code()) + ": " +
-             status.error_message();
+    *error = InferError(status);
     return false;
+  }
+
+  // gRPC's callback API: the call needs no thread of ours while in flight.
+  bool InferAsync(InferDone done) override {
+    // The context and the response live until the completion callback, which
+    // owns them (gRPC holds its own reference to the call while it runs).
+    struct Call {
+      grpc::ClientContext context;
+      pb::ModelInferResponse response;
+    };
+    auto call = std::make_shared<Call>();
+    call->context.set_deadline(std::chrono::system_clock::now() +
+                               std::chrono::milliseconds(options_.request_timeout_ms));
+    pb::ModelInferResponse* response = &call->response;
+    grpc::ClientContext* context = &call->context;
+    stub_->async()->ModelInfer(context, &request_->grpc, response,
+                               [call = std::move(call), done = std::move(done)](grpc::Status status) {
+                                 done(status.ok(), status.ok() ? std::string() : InferError(status));
+                               });
+    return true;
   }
 
   std::optional<ModelStats> Stats() override {
@@ -396,6 +430,11 @@ class GrpcClient : public Client {
   pb::GRPCInferenceService::Stub& stub() { return *stub_; }
 
  private:
+  static std::string InferError(const grpc::Status& status) {
+    return "infer: gRPC status " + std::to_string(status.error_code()) + ": " +
+           status.error_message();
+  }
+
   const LoadOptions& options_;
   std::shared_ptr<const PreparedRequest> request_;
   std::unique_ptr<pb::GRPCInferenceService::Stub> stub_;
@@ -444,10 +483,13 @@ struct LoadGenerator::Impl {
   std::vector<OutputSlot> output_slots;
   std::atomic<uint64_t> shared_memory_serial{0};
 
-  // A client of its own connection; `sends` false: statistics only.
-  std::unique_ptr<Client> MakeClient(int index, bool sends = true) {
+  // A client; `sends` false: statistics only. gRPC clients use `channel`,
+  // or a connection of their own when it is null.
+  std::unique_ptr<Client> MakeClient(int index, bool sends = true,
+                                     std::shared_ptr<grpc::Channel> channel = nullptr) {
+    if (options.protocol == "grpc" && !channel) channel = MakeChannel(endpoint, index);
     if (!sends || options.shared_memory != "system") {
-      if (options.protocol == "grpc") return std::make_unique<GrpcClient>(endpoint, index, options, request);
+      if (options.protocol == "grpc") return std::make_unique<GrpcClient>(channel, options, request);
       return std::make_unique<HttpClient>(endpoint, options, request);
     }
     const std::string tag = "kiln_perf_" + std::to_string(::getpid()) + "_" +
@@ -459,7 +501,7 @@ struct LoadGenerator::Impl {
     auto prepared = std::make_shared<PreparedRequest>(SharedMemoryRequest(*shm));
     std::unique_ptr<Client> client;
     if (options.protocol == "grpc") {
-      client = std::make_unique<GrpcClient>(endpoint, index, options, prepared);
+      client = std::make_unique<GrpcClient>(channel, options, prepared);
     } else {
       client = std::make_unique<HttpClient>(endpoint, options, prepared);
     }
@@ -525,7 +567,7 @@ struct LoadGenerator::Impl {
     const std::string where = options.protocol + " server " + endpoint.host + ":" +
                               std::to_string(endpoint.port);
     if (options.protocol == "grpc") {
-      GrpcClient client(endpoint, -1, options, nullptr);
+      GrpcClient client(MakeChannel(endpoint, -1), options, nullptr);
       {
         grpc::ClientContext context;
         context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
@@ -681,20 +723,43 @@ struct LoadGenerator::Impl {
     }
   }
 
-  // Runs `threads` senders (each calls `send(index, client, lane, stop)`),
-  // then the warm-up and measurement windows, and summarises.
+  // The gRPC connections `clients` concurrent clients share: the option, or
+  // min(clients, kDefaultGrpcChannels).
+  int GrpcChannelCount(int clients) const {
+    const int wanted = options.grpc_channels > 0 ? options.grpc_channels : kDefaultGrpcChannels;
+    return std::max(1, std::min(wanted, clients));
+  }
+
+  // Runs `threads` clients, then the warm-up and measurement windows, and
+  // summarises. With a `send`, each client has a thread of its own that calls
+  // `send(index, client, lane, stop)`; without one, each client keeps one
+  // asynchronous call in flight (a chain: each completion starts the next
+  // call) and no thread of ours waits for replies.
   using Sender = std::function<void(int, Client&, Lane&, const std::atomic<bool>&)>;
   StepResult Measure(const std::string& mode, double level, int threads, const Sender& send) {
     std::atomic<bool> stop{false};
     std::vector<std::unique_ptr<Lane>> lanes;
     std::vector<std::unique_ptr<Client>> clients;
+    std::vector<std::shared_ptr<grpc::Channel>> channels;
+    if (options.protocol == "grpc") {
+      for (int i = 0; i < GrpcChannelCount(threads); ++i) channels.push_back(MakeChannel(endpoint, i));
+    }
     for (int i = 0; i < threads; ++i) {
       lanes.push_back(std::make_unique<Lane>());
-      clients.push_back(MakeClient(i));
+      clients.push_back(MakeClient(
+          i, true, channels.empty() ? nullptr : channels[static_cast<size_t>(i) % channels.size()]));
     }
     std::vector<std::thread> senders;
-    for (int i = 0; i < threads; ++i)
-      senders.emplace_back([&, i] { send(i, *clients[static_cast<size_t>(i)], *lanes[static_cast<size_t>(i)], stop); });
+    Chains chains;
+    if (send) {
+      for (int i = 0; i < threads; ++i)
+        senders.emplace_back([&, i] { send(i, *clients[static_cast<size_t>(i)], *lanes[static_cast<size_t>(i)], stop); });
+    } else {
+      for (int i = 0; i < threads; ++i) {
+        chains.Add();
+        SendChained(*clients[static_cast<size_t>(i)], *lanes[static_cast<size_t>(i)], stop, chains);
+      }
+    }
 
     std::unique_ptr<Client> control = MakeClient(threads, /*sends=*/false);
     const auto interval = std::chrono::milliseconds(std::max(1, options.measurement_interval_ms));
@@ -752,6 +817,7 @@ struct LoadGenerator::Impl {
     }
     stop = true;
     for (std::thread& t : senders) t.join();
+    chains.WaitAllEnded();
 
     StepResult result;
     result.mode = mode;
@@ -813,6 +879,63 @@ struct LoadGenerator::Impl {
     return result;
   }
 
+  // Chains of asynchronous calls still running.
+  class Chains {
+   public:
+    void Add() {
+      std::lock_guard<std::mutex> lock(mu_);
+      ++running_;
+    }
+    void End() {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (--running_ == 0) ended_.notify_all();
+    }
+    // Every call has a deadline (request_timeout_ms), so every chain ends.
+    void WaitAllEnded() {
+      std::unique_lock<std::mutex> lock(mu_);
+      ended_.wait(lock, [&] { return running_ == 0; });
+    }
+
+   private:
+    std::mutex mu_;
+    std::condition_variable ended_;
+    int running_ = 0;
+  };
+
+  // Starts one asynchronous call whose completion records it and, until
+  // `stop`, starts the next one; ends the chain in `chains` when it stops.
+  static void SendChained(Client& client, Lane& lane, const std::atomic<bool>& stop, Chains& chains) {
+    Record r;
+    r.start = Clock::now();
+    bool started = false;
+    std::string error = "the client has no asynchronous infer";
+    try {
+      started = client.InferAsync([&client, &lane, &stop, &chains, r](bool ok, const std::string& message) mutable {
+        r.ok = ok;
+        r.end = Clock::now();
+        {
+          std::lock_guard<std::mutex> lock(lane.mu);
+          lane.records.push_back(r);
+          if (!ok && lane.first_error.empty()) lane.first_error = message;
+        }
+        if (stop) {
+          chains.End();
+        } else {
+          SendChained(client, lane, stop, chains);
+        }
+      });
+    } catch (const std::exception& e) {
+      error = std::string("infer: ") + e.what();
+    }
+    if (!started) {  // The chain cannot go on: record why and end it.
+      r.end = Clock::now();
+      std::lock_guard<std::mutex> lock(lane.mu);
+      lane.records.push_back(r);
+      if (lane.first_error.empty()) lane.first_error = error;
+      chains.End();
+    }
+  }
+
   static void Send(Client& client, Lane& lane, Record r) {
     std::string error;
     r.ok = client.Infer(&error);
@@ -849,6 +972,9 @@ const std::vector<TensorIO>& LoadGenerator::inputs() const { return impl_->input
 
 StepResult LoadGenerator::RunConcurrency(int concurrency) {
   KILN_CHECK(concurrency >= 1, "concurrency must be at least 1, not ", concurrency);
+  // gRPC: `concurrency` asynchronous call chains on a few connections, so
+  // that the client needs no thread per request in flight.
+  if (impl_->options.protocol == "grpc") return impl_->Measure("concurrency", concurrency, concurrency, nullptr);
   return impl_->Measure("concurrency", concurrency, concurrency,
                         [](int, Client& client, Lane& lane, const std::atomic<bool>& stop) {
                           while (!stop) {
@@ -927,6 +1053,10 @@ std::string FormatLoadReport(const LoadGenerator& generator, const std::vector<S
       << (o.shared_memory == "system" ? " (system shared memory)"
           : o.protocol == "http"      ? (o.binary ? " (binary tensors)" : " (JSON tensors)")
                                       : "")
+      << (o.protocol == "grpc" ? (o.grpc_channels > 0 ? ", " + std::to_string(o.grpc_channels)
+                                                      : ", min(C, " + std::to_string(kDefaultGrpcChannels)) +
+                                     " connections" + (o.grpc_channels > 0 ? "" : ")")
+                               : std::string())
       << " at " << o.url << "\n"
       << "  Batch size: " << o.batch_size << " (model max_batch_size " << generator.max_batch_size()
       << ")\n  Inputs:";
@@ -1012,6 +1142,7 @@ std::string LoadReportJson(const LoadGenerator& generator, const std::vector<Ste
               {"protocol", o.protocol},
               {"binary", o.binary},
               {"shared_memory", o.shared_memory},
+              {"grpc_channels", o.grpc_channels},
               {"batch_size", o.batch_size},
               {"max_batch_size", generator.max_batch_size()},
               {"measurement_interval_ms", o.measurement_interval_ms},

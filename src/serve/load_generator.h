@@ -47,6 +47,11 @@ struct LoadOptions {
   int max_trials = 10;  // Measurement windows per step at most.
   double stability_percent = 10;
   int max_threads = 16;  // Sender threads of the request-rate mode.
+  // gRPC connections shared by the concurrent clients (round robin); 0:
+  // min(clients, 16). Concurrency mode over gRPC keeps its requests in
+  // flight asynchronously (no thread per request); the request-rate mode's
+  // max_threads senders block on their calls.
+  int grpc_channels = 0;
   int request_timeout_ms = 30000;
   uint64_t seed = 1;  // Of the random input values.
 };

@@ -181,6 +181,21 @@ TEST_F(LoadGeneratorTest, GrpcConcurrency) {
   ExpectConsistent(gen.RunConcurrency(4), 2);
 }
 
+// Concurrency over gRPC runs asynchronous call chains on shared
+// connections: many requests in flight on 2 connections, and one connection
+// per client (perf_analyzer's way), both consistent with the server.
+TEST_F(LoadGeneratorTest, GrpcHighConcurrencyOnSharedConnections) {
+  LoadOptions o = Options("grpc");
+  o.grpc_channels = 2;
+  LoadGenerator gen(o);
+  ExpectConsistent(gen.RunConcurrency(32), 1);
+  o.grpc_channels = 8;
+  LoadGenerator per_client(o);
+  ExpectConsistent(per_client.RunConcurrency(8), 1);
+  EXPECT_NE(FormatLoadReport(gen, {}).find("2 connections"), std::string::npos)
+      << FormatLoadReport(gen, {});
+}
+
 TEST_F(LoadGeneratorTest, RequestRateKeepsItsSchedule) {
   LoadOptions o = Options("grpc");
   o.max_threads = 4;
@@ -230,17 +245,21 @@ TEST_F(LoadGeneratorTest, ClearErrorsForBadTargets) {
 }
 
 TEST_F(LoadGeneratorTest, FailedRequestsAreCounted) {
-  // A model loaded for the generator's setup, then unloaded: every request fails.
-  ASSERT_TRUE(core_->Load("relu_var").ok());
-  LoadOptions o = Options("http", "relu_var");
-  o.shapes["X"] = {3};
-  LoadGenerator gen(o);
-  ASSERT_TRUE(core_->Unload("relu_var").ok());
-  StepResult r = gen.RunConcurrency(1);
-  EXPECT_EQ(r.requests, 0u);
-  EXPECT_GT(r.errors, 0u);
-  EXPECT_NE(r.first_error.find("relu_var"), std::string::npos) << r.first_error;
-  EXPECT_FALSE(r.server.available);
+  // A model loaded for the generator's setup, then unloaded: every request
+  // fails (gRPC: through the asynchronous client and the callback server).
+  for (const std::string protocol : {"http", "grpc"}) {
+    SCOPED_TRACE(protocol);
+    ASSERT_TRUE(core_->Load("relu_var").ok());
+    LoadOptions o = Options(protocol, "relu_var");
+    o.shapes["X"] = {3};
+    LoadGenerator gen(o);
+    ASSERT_TRUE(core_->Unload("relu_var").ok());
+    StepResult r = gen.RunConcurrency(protocol == "grpc" ? 4 : 1);
+    EXPECT_EQ(r.requests, 0u);
+    EXPECT_GT(r.errors, 0u);
+    EXPECT_NE(r.first_error.find("relu_var"), std::string::npos) << r.first_error;
+    EXPECT_FALSE(r.server.available);
+  }
   ASSERT_TRUE(core_->Load("relu_var").ok());
 }
 

@@ -359,6 +359,7 @@ std::string LowerGraph(ir::Graph& graph, std::unordered_map<const ir::Value*, gp
   int attentions = builder::FuseAttention(graph);  // FP16/BF16 only; before FuseElementwise takes the Div/Add.
   int packed_qkv = builder::PackAttentionQkv(graph);
   int fused_elementwise = builder::FuseElementwise(graph);
+  builder::FuseOutputCasts(graph);
   graph.SortTopologically();
   graph.RemoveUnusedValues();
   bool nhwc = options.conv_layout == "nhwc" ||

@@ -345,4 +345,52 @@ int MergeCastsIntoLayoutChanges(ir::Graph& graph,
   return merged;
 }
 
+int FuseOutputCasts(ir::Graph& graph) {
+  int fused = 0;
+  for (ir::Node* cast : Snapshot(graph)) {
+    if (cast->op_type != "Cast" || cast->inputs.size() != 1 || !cast->inputs[0] ||
+        cast->outputs.size() != 1 || !cast->outputs[0])
+      continue;
+    ir::Value* in = cast->inputs[0];
+    ir::Value* out = cast->outputs[0];
+    const DType from = in->type.dtype;
+    if ((from != DType::kFloat16 && from != DType::kBFloat16) || out->type.dtype != DType::kFloat32)
+      continue;
+    ir::Node* producer = in->producer;
+    if (!producer || producer->op_type != "LayerNormalization" || producer->outputs.empty() ||
+        producer->outputs[0] != in || graph.IsGraphOutput(in))
+      continue;
+    // Other readers may only pick elements (Gather, e.g. BERT's pooler taking
+    // token 0): they read the float32 value and a Cast of their (small)
+    // result restores the low-precision value they produced.
+    std::vector<ir::Node*> pickers;
+    bool ok = true;
+    for (ir::Node* c : graph.Consumers(in)) {
+      if (c == cast) continue;
+      const bool picker = c->op_type == "Gather" && c->inputs.size() == 2 && c->inputs[0] == in &&
+                          c->inputs[1] != in && c->outputs.size() == 1 && c->outputs[0];
+      ok = ok && picker;
+      pickers.push_back(c);
+    }
+    if (!ok) continue;
+    graph.RemoveNode(cast);
+    producer->outputs[0] = out;
+    out->producer = producer;
+    in->producer = nullptr;
+    for (ir::Node* picker : pickers) {
+      ir::Value* picked = picker->outputs[0];
+      ir::Value* wide = graph.AddValue(graph.UniqueName(picked->name + "_float32"),
+                                       {DType::kFloat32, picked->type.shape});
+      picker->inputs[0] = out;
+      picker->outputs[0] = wide;
+      wide->producer = picker;
+      picked->producer = nullptr;
+      AddCast(graph, wide, picked, from);
+    }
+    ++fused;
+  }
+  if (fused) graph.RemoveUnusedValues();
+  return fused;
+}
+
 }  // namespace kiln::builder

@@ -6,8 +6,8 @@
 //   FreezeInputs → ApplyImageInput (image_input.h) → SpecializeShapes →
 //   passes::Optimize → AssignPrecision → ConvSpaceToDepth → fusions
 //   (fuse_conv_gemm.h, fuse_attention.h incl. PackAttentionQkv,
-//   fuse_elementwise.h) → AssignLayouts → MergeCastsIntoLayoutChanges →
-//   FusePadSpaceToDepth
+//   fuse_elementwise.h) → FuseOutputCasts → AssignLayouts →
+//   MergeCastsIntoLayoutChanges → FusePadSpaceToDepth
 #pragma once
 
 #include <functional>
@@ -66,6 +66,13 @@ std::unordered_map<const ir::Value*, gpu::Layout> AssignLayouts(ir::Graph& graph
 // Keeps `layouts` consistent: entries of removed values are dropped.
 int MergeCastsIntoLayoutChanges(ir::Graph& graph,
                                 std::unordered_map<const ir::Value*, gpu::Layout>& layouts);
+
+// A float16/bfloat16 LayerNormalization read by a Cast to float32 (typically
+// a graph output, which keeps its float32 dtype) writes float32 itself: one
+// pass over the tensor fewer. Its other readers may only be Gathers (BERT's
+// pooler picking token 0), which then read the float32 value and are
+// followed by a Cast of their small result. Returns the number of casts removed.
+int FuseOutputCasts(ir::Graph& graph);
 
 // Drops entries for values no longer in the graph (their memory may be
 // reused by new values).

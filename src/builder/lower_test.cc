@@ -101,6 +101,14 @@ TEST(LowerTest, BertFp16HasGpuLayersForEveryNode) {
   ExpectEveryNodeHasGpuLayer(*l.graph);
   for (const ir::Value* out : l.graph->outputs()) EXPECT_EQ(out->type.dtype, DType::kFloat32) << out->name;
   EXPECT_EQ(l.graph->outputs()[0]->name, "last_hidden_state");
+  // The last LayerNorm writes the float32 output itself (FuseOutputCasts).
+  ASSERT_NE(l.graph->outputs()[0]->producer, nullptr);
+  EXPECT_EQ(l.graph->outputs()[0]->producer->op_type, "LayerNormalization");
+  // Per layer: the packed QKV, output, FFN-in (+GELU) and FFN-out GEMMs;
+  // residual Adds and GELU are in GEMM epilogues.
+  EXPECT_EQ(h["KilnMatMul"], 4 * 12);
+  EXPECT_EQ(h["Add"], 0);
+  EXPECT_EQ(h["Erf"], 0);
   EXPECT_EQ(l.graph->outputs()[1]->name, "pooler_output");
 }
 

@@ -709,11 +709,12 @@ void LaunchAxisTyped(const T* x, T* y, AxisView v, cudaStream_t stream) {
 
 // One warp per row; the row lives in registers (kChunks * kVec values per
 // lane, loaded kVec at a time). n must be a multiple of kVec and the row,
-// scale and bias pointers kVec-element aligned.
-template <typename T, int kVec, int kChunks>
+// scale and bias pointers kVec-element aligned. Y (the output type) is T, or
+// float32 for a float16/bfloat16 LayerNorm whose output cast was fused in.
+template <typename T, typename Y, int kVec, int kChunks>
 __global__ void __launch_bounds__(128)
     LayerNormWarpKernel(const T* __restrict__ x, const T* __restrict__ scale,
-                        const T* __restrict__ bias, T* __restrict__ y, float* __restrict__ mean_out,
+                        const T* __restrict__ bias, Y* __restrict__ y, float* __restrict__ mean_out,
                         float* __restrict__ inv_out, int64_t rows, int64_t n, float epsilon) {
   using P = Pack<T, kVec>;
   const int lane = threadIdx.x & 31;
@@ -756,7 +757,7 @@ __global__ void __launch_bounds__(128)
     sq = WarpAllReduce(sq, Plus());
     const float var = n > 0 ? sq / static_cast<float>(n) : 0.f;
     const float inv = 1.f / sqrtf(var + epsilon);
-    T* out = y + row * n;
+    Y* out = y + row * n;
 #pragma unroll
     for (int c = 0; c < kChunks; ++c) {
       const int64_t start = (static_cast<int64_t>(c) * 32 + lane) * kVec;
@@ -764,13 +765,25 @@ __global__ void __launch_bounds__(128)
         const P s = *reinterpret_cast<const P*>(scale + start);
         P b;
         if (bias != nullptr) b = *reinterpret_cast<const P*>(bias + start);
-        P r;
+        Pack<Y, kVec> r;
 #pragma unroll
         for (int i = 0; i < kVec; ++i) {
           const float bi = bias != nullptr ? ToVal<T>(b.v[i]) : 0.f;
-          r.v[i] = FromFloat<T>((v[c][i] - mean) * inv * ToVal<T>(s.v[i]) + bi);
+          r.v[i] = FromFloat<Y>((v[c][i] - mean) * inv * ToVal<T>(s.v[i]) + bi);
         }
-        *reinterpret_cast<P*>(out + start) = r;
+        if constexpr (sizeof(Y) == sizeof(T)) {
+          *reinterpret_cast<Pack<Y, kVec>*>(out + start) = r;
+        } else if constexpr (kVec % 4 == 0) {
+          // float32 output of a 16-bit row: 16-byte stores (start is a
+          // multiple of kVec, and the vectorized path has y 16-byte aligned).
+#pragma unroll
+          for (int i = 0; i < kVec; i += 4)
+            *reinterpret_cast<float4*>(out + start + i) =
+                make_float4(r.v[i], r.v[i + 1], r.v[i + 2], r.v[i + 3]);
+        } else {
+#pragma unroll
+          for (int i = 0; i < kVec; ++i) out[start + i] = r.v[i];
+        }
       }
     }
     if (lane == 0) {
@@ -784,10 +797,10 @@ constexpr int kNormBlock = 512;
 
 // One block per row, three passes over global memory (any n, broadcast
 // parameters).
-template <typename T>
+template <typename T, typename Y>
 __global__ void __launch_bounds__(kNormBlock)
     LayerNormBlockKernel(const T* __restrict__ x, const T* __restrict__ scale,
-                         const T* __restrict__ bias, T* __restrict__ y,
+                         const T* __restrict__ bias, Y* __restrict__ y,
                          float* __restrict__ mean_out, float* __restrict__ inv_out, int64_t rows,
                          int64_t n, float epsilon, const IndexMap scale_map,
                          const IndexMap bias_map) {
@@ -806,12 +819,12 @@ __global__ void __launch_bounds__(kNormBlock)
     sq = GroupAllReduce<kNormBlock>(sq, Plus(), smem);
     const float var = n > 0 ? sq / static_cast<float>(n) : 0.f;
     const float inv = 1.f / sqrtf(var + epsilon);
-    T* out = y + row * n;
+    Y* out = y + row * n;
     for (int64_t k = threadIdx.x; k < n; k += kNormBlock) {
       const float s = Load(scale + (scale_map.rank > 0 ? MapIndex(scale_map, k) : k));
       const float b =
           bias != nullptr ? Load(bias + (bias_map.rank > 0 ? MapIndex(bias_map, k) : k)) : 0.f;
-      out[k] = FromFloat<T>((Load(in + k) - mean) * inv * s + b);
+      out[k] = FromFloat<Y>((Load(in + k) - mean) * inv * s + b);
     }
     if (threadIdx.x == 0) {
       if (mean_out != nullptr) mean_out[row] = mean;
@@ -820,29 +833,53 @@ __global__ void __launch_bounds__(kNormBlock)
   }
 }
 
-template <typename T, int kVec>
-void LaunchLayerNormWarp(int chunks, const T* x, const T* scale, const T* bias, T* y,
+template <typename T, typename Y, int kVec>
+void LaunchLayerNormWarp(int chunks, const T* x, const T* scale, const T* bias, Y* y,
                          float* mean, float* inv_std, int64_t rows, int64_t n, float epsilon,
                          cudaStream_t stream) {
   const unsigned grid = GridFor((rows + 3) / 4);
   switch (chunks) {
     case 1:
-      LayerNormWarpKernel<T, kVec, 1>
+      LayerNormWarpKernel<T, Y, kVec, 1>
           <<<grid, 128, 0, stream>>>(x, scale, bias, y, mean, inv_std, rows, n, epsilon);
       break;
     case 2:
-      LayerNormWarpKernel<T, kVec, 2>
+      LayerNormWarpKernel<T, Y, kVec, 2>
           <<<grid, 128, 0, stream>>>(x, scale, bias, y, mean, inv_std, rows, n, epsilon);
       break;
     case 4:
-      LayerNormWarpKernel<T, kVec, 4>
+      LayerNormWarpKernel<T, Y, kVec, 4>
           <<<grid, 128, 0, stream>>>(x, scale, bias, y, mean, inv_std, rows, n, epsilon);
       break;
     default:
-      LayerNormWarpKernel<T, kVec, 8>
+      LayerNormWarpKernel<T, Y, kVec, 8>
           <<<grid, 128, 0, stream>>>(x, scale, bias, y, mean, inv_std, rows, n, epsilon);
       break;
   }
+}
+
+template <typename T, typename Y>
+void LaunchLayerNormAs(const T* in, const T* s, const T* b, Y* out, float* mean, float* inv_std,
+                       int64_t rows, int64_t n, float epsilon, const IndexMap& scale_map,
+                       const IndexMap& bias_map, cudaStream_t stream) {
+  constexpr int kVec = static_cast<int>(16 / sizeof(T));
+  const bool dense = scale_map.rank == 0 && (b == nullptr || bias_map.rank == 0);
+  const bool vectorizable = n % kVec == 0 && Aligned16(in) && Aligned16(s) && Aligned16(b) &&
+                            Aligned16(out);
+  const int vec = vectorizable ? kVec : 1;
+  const int64_t chunks = (n + 32 * vec - 1) / (32 * vec);
+  if (dense && n > 0 && chunks <= 8) {
+    const int c = chunks <= 1 ? 1 : chunks <= 2 ? 2 : chunks <= 4 ? 4 : 8;
+    if (vectorizable) {
+      LaunchLayerNormWarp<T, Y, kVec>(c, in, s, b, out, mean, inv_std, rows, n, epsilon, stream);
+    } else {
+      LaunchLayerNormWarp<T, Y, 1>(c, in, s, b, out, mean, inv_std, rows, n, epsilon, stream);
+    }
+  } else {
+    LayerNormBlockKernel<T, Y><<<GridFor(rows), kNormBlock, 0, stream>>>(
+        in, s, b, out, mean, inv_std, rows, n, epsilon, scale_map, bias_map);
+  }
+  KILN_CUDA_CHECK(cudaGetLastError());
 }
 
 // ---------------------------------------------------------------------------
@@ -1031,34 +1068,25 @@ void LaunchAxisOp(AxisOp op, DType dtype, const void* x, void* y, AxisView v,
   });
 }
 
-void LaunchLayerNorm(DType dtype, const void* x, const void* scale, const void* bias, void* y,
-                     float* mean, float* inv_std, int64_t rows, int64_t n, float epsilon,
-                     const IndexMap& scale_map, const IndexMap& bias_map, cudaStream_t stream) {
+void LaunchLayerNorm(DType dtype, DType out_dtype, const void* x, const void* scale,
+                     const void* bias, void* y, float* mean, float* inv_std, int64_t rows,
+                     int64_t n, float epsilon, const IndexMap& scale_map,
+                     const IndexMap& bias_map, cudaStream_t stream) {
+  KILN_CHECK(out_dtype == dtype || out_dtype == DType::kFloat32, "LayerNorm: output dtype ",
+             DTypeName(out_dtype), " for ", DTypeName(dtype), " input (the input's or float32)");
   if (rows == 0) return;
   DispatchFloat(dtype, [&](auto tag) {
     using T = typename decltype(tag)::type;
     const T* in = static_cast<const T*>(x);
     const T* s = static_cast<const T*>(scale);
     const T* b = static_cast<const T*>(bias);
-    T* out = static_cast<T*>(y);
-    constexpr int kVec = static_cast<int>(16 / sizeof(T));
-    const bool dense = scale_map.rank == 0 && (b == nullptr || bias_map.rank == 0);
-    const bool vectorizable = n % kVec == 0 && Aligned16(x) && Aligned16(scale) &&
-                              Aligned16(bias) && Aligned16(y);
-    const int vec = vectorizable ? kVec : 1;
-    const int64_t chunks = (n + 32 * vec - 1) / (32 * vec);
-    if (dense && n > 0 && chunks <= 8) {
-      const int c = chunks <= 1 ? 1 : chunks <= 2 ? 2 : chunks <= 4 ? 4 : 8;
-      if (vectorizable) {
-        LaunchLayerNormWarp<T, kVec>(c, in, s, b, out, mean, inv_std, rows, n, epsilon, stream);
-      } else {
-        LaunchLayerNormWarp<T, 1>(c, in, s, b, out, mean, inv_std, rows, n, epsilon, stream);
-      }
+    if (out_dtype == dtype) {
+      LaunchLayerNormAs<T, T>(in, s, b, static_cast<T*>(y), mean, inv_std, rows, n, epsilon,
+                              scale_map, bias_map, stream);
     } else {
-      LayerNormBlockKernel<T><<<GridFor(rows), kNormBlock, 0, stream>>>(
-          in, s, b, out, mean, inv_std, rows, n, epsilon, scale_map, bias_map);
+      LaunchLayerNormAs<T, float>(in, s, b, static_cast<float*>(y), mean, inv_std, rows, n,
+                                  epsilon, scale_map, bias_map, stream);
     }
-    KILN_CUDA_CHECK(cudaGetLastError());
   });
 }
 

@@ -70,9 +70,11 @@ void LaunchAxisOp(AxisOp op, DType dtype, const void* x, void* y, AxisView view,
 // values in row order when the maps have rank 0; otherwise element k of a row
 // reads scale[map(k)] (broadcast parameters, stride 0 on broadcast dims).
 // bias may be nullptr; mean/inv_std (float32, one per row) may be nullptr.
-void LaunchLayerNorm(DType dtype, const void* x, const void* scale, const void* bias, void* y,
-                     float* mean, float* inv_std, int64_t rows, int64_t n, float epsilon,
-                     const IndexMap& scale_map, const IndexMap& bias_map, cudaStream_t stream);
+// y has out_dtype: x's dtype, or float32 (a fused output cast).
+void LaunchLayerNorm(DType dtype, DType out_dtype, const void* x, const void* scale,
+                     const void* bias, void* y, float* mean, float* inv_std, int64_t rows,
+                     int64_t n, float epsilon, const IndexMap& scale_map,
+                     const IndexMap& bias_map, cudaStream_t stream);
 
 // GroupNormalization / InstanceNormalization: x is [batch, groups *
 // channels_per_group, spatial]; statistics per (batch, group); parameter

@@ -260,9 +260,11 @@ IndexMap ParamMap(const LayerInit& init, const std::vector<int64_t>& param,
 
 class LayerNormLayer : public Layer {
  public:
-  LayerNormLayer(DType dtype, int64_t rows, int64_t n, float epsilon, IndexMap scale_map,
-                 IndexMap bias_map, bool has_bias, bool has_mean, bool has_inv_std)
-      : dtype_(dtype), rows_(rows), n_(n), epsilon_(epsilon), scale_map_(scale_map),
+  LayerNormLayer(DType dtype, DType out_dtype, int64_t rows, int64_t n, float epsilon,
+                 IndexMap scale_map, IndexMap bias_map, bool has_bias, bool has_mean,
+                 bool has_inv_std)
+      : dtype_(dtype), out_dtype_(out_dtype), rows_(rows), n_(n), epsilon_(epsilon),
+        scale_map_(scale_map),
         bias_map_(bias_map), has_bias_(has_bias), has_mean_(has_mean),
         has_inv_std_(has_inv_std) {}
   void Enqueue(const LaunchArgs& args) const override {
@@ -271,13 +273,13 @@ class LayerNormLayer : public Layer {
     float* inv_std = has_inv_std_ && args.outputs.size() > 2
                          ? static_cast<float*>(args.outputs[2])
                          : nullptr;
-    kernels::LaunchLayerNorm(dtype_, args.inputs[0], args.inputs[1],
+    kernels::LaunchLayerNorm(dtype_, out_dtype_, args.inputs[0], args.inputs[1],
                              has_bias_ ? args.inputs[2] : nullptr, args.outputs[0], mean, inv_std,
                              rows_, n_, epsilon_, scale_map_, bias_map_, args.stream);
   }
 
  private:
-  DType dtype_;
+  DType dtype_, out_dtype_;
   int64_t rows_, n_;
   float epsilon_;
   IndexMap scale_map_, bias_map_;
@@ -310,8 +312,13 @@ std::unique_ptr<Layer> CreateLayerNorm(const LayerInit& init) {
       KILN_LAYER_CHECK(init, init.outputs[i].dtype == DType::kFloat32, "output ", i, " has dtype ",
                        DTypeName(init.outputs[i].dtype),
                        "; only stash_type float32 Mean/InvStdDev outputs are supported");
-  return std::make_unique<LayerNormLayer>(x.dtype, rows, n, epsilon, scale_map, bias_map,
-                                          has_bias, has_mean, has_inv_std);
+  // Y is X's dtype, or float32 when the builder fused the output cast of a
+  // float16/bfloat16 LayerNorm (FuseOutputCasts).
+  const DType y_dtype = init.outputs[0].dtype;
+  KILN_LAYER_CHECK(init, y_dtype == x.dtype || y_dtype == DType::kFloat32, "Y is ",
+                   DTypeName(y_dtype), "; only X's dtype or float32 is supported");
+  return std::make_unique<LayerNormLayer>(x.dtype, y_dtype, rows, n, epsilon, scale_map,
+                                          bias_map, has_bias, has_mean, has_inv_std);
 }
 
 // ---------------------------------------------------------------------------

@@ -163,12 +163,13 @@ std::string CodegenUnavailableReason() {
 }
 
 bool CodegenSupports(const Indexing& indexing) {
-  return indexing.flat && indexing.num_inputs >= 1 && indexing.num_inputs <= kMaxInputs;
+  return indexing.num_inputs >= 1 && indexing.num_inputs <= kMaxInputs && indexing.rank >= 1 &&
+         indexing.rank <= kMaxRank;
 }
 
 std::string GenerateFusedSource(DType dtype, const Program& program, const Indexing& indexing) {
-  KILN_CHECK(CodegenSupports(indexing), "fused elementwise codegen: only flat indexing with 1 to ",
-             kMaxInputs, " inputs is generated");
+  KILN_CHECK(CodegenSupports(indexing), "fused elementwise codegen: programs with 1 to ",
+             kMaxInputs, " inputs and rank 1 to ", kMaxRank, " indexing are generated");
   KILN_CHECK(program.num_instructions >= 1 && program.num_instructions <= kMaxInstructions,
              "fused elementwise codegen: program has ", program.num_instructions, " instructions");
   const int n = indexing.num_inputs;
@@ -226,6 +227,51 @@ std::string GenerateFusedSource(DType dtype, const Program& program, const Index
 
   s << "struct Args {\n  const void* in[" << kMaxInputs << "];\n  void* out;\n  long long numel;\n"
     << "};\n\n}  // namespace\n\n";
+
+  if (!indexing.flat) {
+    // Strided (broadcast) indexing: the output position is split into
+    // coordinates of the merged dims, which are compile-time constants here
+    // (so the divisions become multiply-shifts), and each input's offset is
+    // the sum of coordinate x stride over the dims it walks. One element per
+    // thread and iteration; both entry points run this kernel.
+    const bool narrow = indexing.index32;
+    const std::string index_type = narrow ? "unsigned int" : "long long";
+    std::ostringstream body;
+    body << "  const long long stride = static_cast<long long>(gridDim.x) * blockDim.x;\n"
+         << "  const long long tid = static_cast<long long>(blockIdx.x) * blockDim.x + threadIdx.x;\n"
+         << "  Storage* out = static_cast<Storage*>(a.out);\n";
+    for (int k = 0; k < n; ++k)
+      body << "  const Storage* in" << k << " = static_cast<const Storage*>(a.in[" << k << "]);\n";
+    body << "  for (long long i = tid; i < a.numel; i += stride) {\n"
+         << "    " << index_type << " rem = static_cast<" << index_type << ">(i);\n";
+    for (int k = 0; k < n; ++k) body << "    " << index_type << " o" << k << " = 0;\n";
+    for (int d = indexing.rank - 1; d >= 0; --d) {
+      const std::string dim = std::to_string(indexing.dims[d]) + (narrow ? "u" : "ll");
+      std::string coord = "rem";
+      if (d > 0) {
+        body << "    {\n      const " << index_type << " q = rem / " << dim << ";\n"
+             << "      const " << index_type << " c = rem - q * " << dim << ";\n"
+             << "      rem = q;\n";
+        coord = "c";
+      } else {
+        body << "    {\n";
+      }
+      for (int k = 0; k < n; ++k) {
+        const int64_t st = indexing.strides[k][d];
+        if (st != 0)
+          body << "      o" << k << " += " << coord << " * " << st << (narrow ? "u" : "ll") << ";\n";
+      }
+      body << "    }\n";
+    }
+    body << "    out[i] = FromFloat(Eval(";
+    for (int k = 0; k < n; ++k) body << (k ? ", " : "") << "ToFloat(in" << k << "[o" << k << "])";
+    body << "));\n  }\n";
+    for (const char* name : {kVecKernelName, kFlatKernelName})
+      s << "extern \"C\" __global__ void __launch_bounds__(" << kThreads << ") " << name
+        << "(Args a) {\n"
+        << body.str() << "}\n\n";
+    return s.str();
+  }
 
   // Shared prologue: the grid-stride position and the broadcast scalars.
   auto prologue = [&](std::ostringstream& code) {
@@ -346,7 +392,9 @@ void FusedCodegenKernel::Launch(const Indexing& indexing, const Pointers& inputs
                                 cudaStream_t stream) const {
   if (indexing.numel == 0) return;
   const int n = indexing.num_inputs;
-  bool aligned = (reinterpret_cast<uintptr_t>(out) & 15u) == 0;
+  // The vectorized entry of flat programs needs 16-byte aligned pointers;
+  // strided programs run one element per thread from either entry.
+  bool aligned = indexing.flat && (reinterpret_cast<uintptr_t>(out) & 15u) == 0;
   for (int k = 0; k < n; ++k)
     aligned &= indexing.scalar[k] || (reinterpret_cast<uintptr_t>(inputs.in[k]) & 15u) == 0;
   const int64_t lanes = 16 / static_cast<int64_t>(DTypeSize(dtype_));

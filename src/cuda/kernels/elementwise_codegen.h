@@ -10,10 +10,11 @@
 // the current device, loaded with cudaLibraryLoadData and launched with
 // cudaLaunchKernel (CUDA-Graph capturable).
 //
-// Only flat indexing is generated (every input laid out like the output, or
-// a single broadcast element): a vectorized kernel for 16-byte-aligned
-// pointers and a one-element-per-thread kernel otherwise. Strided
-// (broadcast) indexing stays with the interpreter.
+// Flat indexing (every input laid out like the output, or a single broadcast
+// element) gets a vectorized kernel for 16-byte-aligned pointers and a
+// one-element-per-thread kernel otherwise. Strided (broadcast) indexing gets
+// one kernel with the merged dims and strides baked in as constants (e.g.
+// BERT's embeddings: [b, s, h] + [1, s, h] + [h]).
 //
 // Compilation happens at layer creation (engine build or load), never in
 // Enqueue; compiled kernels are cached process-wide by (arch, source).
@@ -33,10 +34,10 @@ namespace kiln::gpu::ew {
 // env KILN_ELEMENTWISE_CODEGEN=0, or libnvrtc is not loadable.
 std::string CodegenUnavailableReason();
 
-// Whether the generator handles this indexing (flat indexing only).
+// Whether the generator handles this indexing (1 to kMaxInputs inputs).
 bool CodegenSupports(const Indexing& indexing);
 
-// The CUDA C++ source for `program` over `indexing` (flat) with every input
+// The CUDA C++ source for `program` over `indexing` with every input
 // and the output of `dtype` (float32, float16, bfloat16). Deterministic: the
 // same program, dtype and broadcast pattern give the same text.
 std::string GenerateFusedSource(DType dtype, const Program& program, const Indexing& indexing);

@@ -693,7 +693,7 @@ void NoteInterpreterFallback(const std::string& reason) {
 }
 
 // The generated kernel for this program, or nullptr (interpreter) when code
-// generation is off, unavailable, not applicable (strided indexing) or fails.
+// generation is off, unavailable, not applicable or fails.
 std::shared_ptr<const ew::FusedCodegenKernel> TryCodegen(const LayerInit& init, DType dtype,
                                                          const ew::Program& program,
                                                          const ew::Indexing& indexing) {

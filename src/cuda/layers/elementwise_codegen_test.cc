@@ -193,11 +193,25 @@ TEST(ElementwiseCodegenTest, BroadcastPatternChangesSource) {
   EXPECT_EQ(full.find("const float s1 = "), std::string::npos) << full;
 }
 
-TEST(ElementwiseCodegenTest, StridedIndexingIsLeftToTheInterpreter) {
+TEST(ElementwiseCodegenTest, StridedIndexingIsGeneratedWithConstantDims) {
+  KILN_REQUIRE_NVRTC();
   // [5,7] + a [7] row: input 1 is neither the output's layout nor one element.
-  const gpu::ew::Indexing ix = gpu::ew::MakeIndexing({5, 7}, {{7, 1}, {0, 1}});
-  EXPECT_FALSE(gpu::ew::CodegenSupports(ix));
-  EXPECT_THROW(gpu::ew::GenerateFusedSource(DType::kFloat32, ToProgram(AddRelu()), ix), Error);
+  const gpu::ew::Indexing row = gpu::ew::MakeIndexing({5, 7}, {{7, 1}, {0, 1}});
+  // [3,4,5] + a [3,1,1] column, past 2^31 elements (64-bit index math).
+  const gpu::ew::Indexing wide =
+      gpu::ew::MakeIndexing({3, 1 << 20, 1024}, {{1 << 30, 1024, 1}, {1, 0, 0}});
+  for (const gpu::ew::Indexing& ix : {row, wide}) {
+    EXPECT_FALSE(ix.flat);
+    ASSERT_TRUE(gpu::ew::CodegenSupports(ix));
+    for (DType dtype : {DType::kFloat32, DType::kFloat16, DType::kBFloat16}) {
+      SCOPED_TRACE(DTypeName(dtype));
+      const std::string source = gpu::ew::GenerateFusedSource(dtype, ToProgram(AddRelu()), ix);
+      EXPECT_NE(source.find(ix.index32 ? "rem / 7u" : "rem / 1073741824ll"), std::string::npos) << source;
+      std::vector<char> cubin;
+      ASSERT_NO_THROW(cubin = gpu::ew::CompileFusedSource(source, 90)) << source;
+      EXPECT_EQ(std::memcmp(cubin.data(), "\x7f" "ELF", 4), 0);
+    }
+  }
 }
 
 TEST(ElementwiseCodegenTest, CompileErrorCarriesNvrtcLog) {
@@ -402,18 +416,13 @@ TEST(GpuElementwiseCodegenTest, MatchesInterpreterBitwiseAndCpu) {
   }
 }
 
-// A KilnElementwise node running `t` over [n] inputs (those in `scalars` are
-// single elements).
-ir::Node* AddProgramNode(ir::Graph& g, const TestProgram& t, DType dtype, int64_t n,
-                         const std::vector<int>& scalars) {
+// A KilnElementwise node running `t` over inputs of the given dims.
+ir::Node* AddProgramNode(ir::Graph& g, const TestProgram& t, DType dtype,
+                         const std::vector<std::vector<int64_t>>& input_dims) {
   std::vector<ir::Value*> inputs;
-  for (int k = 0; k < t.num_inputs; ++k) {
-    bool scalar = false;
-    for (int s : scalars) scalar |= s == k;
+  for (int k = 0; k < t.num_inputs; ++k)
     inputs.push_back(g.AddValue("x" + std::to_string(k),
-                                {dtype, ir::ShapeFromDims(scalar ? std::vector<int64_t>{}
-                                                                 : std::vector<int64_t>{n})}));
-  }
+                                {dtype, ir::ShapeFromDims(input_dims[static_cast<size_t>(k)])}));
   ir::Node* node = g.AddNode("KilnElementwise", t.name, inputs, {g.AddValue("y")});
   std::vector<int64_t> code;
   std::vector<float> params;
@@ -427,6 +436,58 @@ ir::Node* AddProgramNode(ir::Graph& g, const TestProgram& t, DType dtype, int64_
   node->attrs.set("immediates", t.immediates);
   node->attrs.set("output", int64_t{t.output});
   return node;
+}
+
+// ... over [n] inputs (those in `scalars` are single elements).
+ir::Node* AddProgramNode(ir::Graph& g, const TestProgram& t, DType dtype, int64_t n,
+                         const std::vector<int>& scalars) {
+  std::vector<std::vector<int64_t>> dims(static_cast<size_t>(t.num_inputs), {n});
+  for (int k : scalars) dims[static_cast<size_t>(k)] = {};
+  return AddProgramNode(g, t, dtype, dims);
+}
+
+// Broadcasting inputs (strided indexing): rows, columns, BERT's embedding
+// sum [b, s, h] + [1, s, h], both operands broadcast ([6,1] + [1,9]).
+TEST(GpuElementwiseCodegenTest, BroadcastIndexingMatchesInterpreterBitwise) {
+  KILN_REQUIRE_GPU();
+  KILN_REQUIRE_NVRTC();
+  struct Shapes {
+    std::vector<int64_t> a, b, out;
+  };
+  const Shapes cases[] = {{{4, 33, 96}, {1, 33, 96}, {4, 33, 96}},
+                          {{5, 7}, {7}, {5, 7}},
+                          {{6, 1}, {1, 9}, {6, 9}},
+                          {{2, 3, 5, 7}, {3, 1, 7}, {2, 3, 5, 7}}};
+  for (const Shapes& sh : cases) {
+    for (DType dtype : {DType::kFloat32, DType::kFloat16, DType::kBFloat16}) {
+      SCOPED_TRACE(DimsToString(sh.a) + " + " + DimsToString(sh.b) + " " + DTypeName(dtype));
+      ir::Graph g;
+      const ir::Node* node = AddProgramNode(g, AddRelu(), dtype, {sh.a, sh.b});
+      std::vector<Tensor> inputs = {RandomTensor(sh.a, -4.f, 4.f, 501).CastTo(dtype),
+                                    RandomTensor(sh.b, -4.f, 4.f, 502).CastTo(dtype)};
+      const Tensor got = ExpectCodegenMatchesInterpreter(*node, inputs, {}, sh.out, dtype);
+      // And the value: relu(a + b) with numpy broadcasting, on the host.
+      const Tensor a = inputs[0].CastTo(DType::kFloat32), b = inputs[1].CastTo(DType::kFloat32);
+      const Tensor y = got.CastTo(DType::kFloat32);
+      const std::vector<int64_t>& out = sh.out;
+      std::vector<int64_t> idx(out.size(), 0);
+      auto offset = [&](const std::vector<int64_t>& dims) {
+        int64_t o = 0;
+        const size_t shift = out.size() - dims.size();
+        for (size_t d = 0; d < dims.size(); ++d) o = o * dims[d] + (dims[d] == 1 ? 0 : idx[d + shift]);
+        return o;
+      };
+      for (int64_t i = 0; i < y.numel(); ++i) {
+        int64_t r = i;
+        for (size_t d = out.size(); d-- > 0;) {
+          idx[d] = r % out[d];
+          r /= out[d];
+        }
+        const float want = std::max(0.f, a.data<float>()[offset(sh.a)] + b.data<float>()[offset(sh.b)]);
+        ASSERT_NEAR(y.data<float>()[i], want, dtype == DType::kFloat32 ? 1e-6 : 5e-2) << "element " << i;
+      }
+    }
+  }
 }
 
 TEST(GpuElementwiseCodegenTest, EveryFusibleOpMatchesInterpreterBitwise) {

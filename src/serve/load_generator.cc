@@ -342,7 +342,16 @@ class GrpcClient : public Client {
       : options_(options),
         request_(std::move(request)),
         stub_(pb::GRPCInferenceService::NewStub(std::move(channel))) {}
-  ~GrpcClient() override { ReleaseSharedMemory(); }
+  ~GrpcClient() override {
+    // Calls in flight reference this client's request and stub: wait until
+    // each has released its ClientContext (a chain may report its end a
+    // moment before its last call's context is destroyed).
+    {
+      std::unique_lock<std::mutex> lock(calls_mu_);
+      calls_done_.wait(lock, [&] { return calls_in_flight_ == 0; });
+    }
+    ReleaseSharedMemory();
+  }
 
   void RegisterRegion(const std::string& name, const std::string& key, uint64_t offset,
                       uint64_t byte_size) override {
@@ -386,11 +395,26 @@ class GrpcClient : public Client {
   bool InferAsync(InferDone done) override {
     // The context and the response live until the completion callback, which
     // owns them (gRPC holds its own reference to the call while it runs).
+    // Counts the call in calls_in_flight_ from its start until its context is
+    // gone (declared first, so destroyed last).
+    struct InFlight {
+      explicit InFlight(GrpcClient& c) : client(c) {
+        std::lock_guard<std::mutex> lock(client.calls_mu_);
+        ++client.calls_in_flight_;
+      }
+      ~InFlight() {
+        std::lock_guard<std::mutex> lock(client.calls_mu_);
+        if (--client.calls_in_flight_ == 0) client.calls_done_.notify_all();
+      }
+      GrpcClient& client;
+    };
     struct Call {
+      explicit Call(GrpcClient& c) : in_flight(c) {}
+      InFlight in_flight;
       grpc::ClientContext context;
       pb::ModelInferResponse response;
     };
-    auto call = std::make_shared<Call>();
+    auto call = std::make_shared<Call>(*this);
     call->context.set_deadline(std::chrono::system_clock::now() +
                                std::chrono::milliseconds(options_.request_timeout_ms));
     pb::ModelInferResponse* response = &call->response;
@@ -438,6 +462,9 @@ class GrpcClient : public Client {
   const LoadOptions& options_;
   std::shared_ptr<const PreparedRequest> request_;
   std::unique_ptr<pb::GRPCInferenceService::Stub> stub_;
+  std::mutex calls_mu_;
+  std::condition_variable calls_done_;
+  int calls_in_flight_ = 0;  // Asynchronous calls whose context still exists.
 };
 
 void CheckGrpc(const grpc::Status& status, const std::string& what, const std::string& url) {

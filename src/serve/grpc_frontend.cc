@@ -20,6 +20,7 @@
 #include "grpc_service.grpc.pb.h"
 #include "grpc_service.pb.h"
 #include "kiln/error.h"
+#include "serve/in_flight.h"
 
 namespace kiln::serve {
 namespace {
@@ -361,26 +362,7 @@ void FillTensorMetadata(const TensorIO& io, bool batched,
 // Requests answered through the callback API that have not been finished
 // yet: Stop() waits for them, so that no completion callback (run by a
 // batcher thread) finishes a call after the server is gone.
-class InFlight {
- public:
-  void Add() {
-    std::lock_guard<std::mutex> lock(mu_);
-    ++count_;
-  }
-  void Done() {
-    std::lock_guard<std::mutex> lock(mu_);
-    if (--count_ == 0) idle_.notify_all();
-  }
-  void WaitIdle() {
-    std::unique_lock<std::mutex> lock(mu_);
-    idle_.wait(lock, [&] { return count_ == 0; });
-  }
-
- private:
-  std::mutex mu_;
-  std::condition_variable idle_;
-  int64_t count_ = 0;
-};
+using InFlight = InFlightCount;
 
 // One ModelInfer call between its handler and its completion: finishes the
 // call exactly once (ServerCore's callback, or the handler when InferAsync

@@ -27,6 +27,7 @@
 #include "grpc_service.grpc.pb.h"
 #include "grpc_service.pb.h"
 #include "kiln/error.h"
+#include "serve/in_flight.h"
 
 namespace kiln::serve {
 namespace {
@@ -346,10 +347,7 @@ class GrpcClient : public Client {
     // Calls in flight reference this client's request and stub: wait until
     // each has released its ClientContext (a chain may report its end a
     // moment before its last call's context is destroyed).
-    {
-      std::unique_lock<std::mutex> lock(calls_mu_);
-      calls_done_.wait(lock, [&] { return calls_in_flight_ == 0; });
-    }
+    calls_.WaitIdle();
     ReleaseSharedMemory();
   }
 
@@ -398,14 +396,8 @@ class GrpcClient : public Client {
     // Counts the call in calls_in_flight_ from its start until its context is
     // gone (declared first, so destroyed last).
     struct InFlight {
-      explicit InFlight(GrpcClient& c) : client(c) {
-        std::lock_guard<std::mutex> lock(client.calls_mu_);
-        ++client.calls_in_flight_;
-      }
-      ~InFlight() {
-        std::lock_guard<std::mutex> lock(client.calls_mu_);
-        if (--client.calls_in_flight_ == 0) client.calls_done_.notify_all();
-      }
+      explicit InFlight(GrpcClient& c) : client(c) { client.calls_.Add(); }
+      ~InFlight() { client.calls_.Done(); }
       GrpcClient& client;
     };
     struct Call {
@@ -462,9 +454,7 @@ class GrpcClient : public Client {
   const LoadOptions& options_;
   std::shared_ptr<const PreparedRequest> request_;
   std::unique_ptr<pb::GRPCInferenceService::Stub> stub_;
-  std::mutex calls_mu_;
-  std::condition_variable calls_done_;
-  int calls_in_flight_ = 0;  // Asynchronous calls whose context still exists.
+  InFlightCount calls_;  // Asynchronous calls whose context still exists.
 };
 
 void CheckGrpc(const grpc::Status& status, const std::string& what, const std::string& url) {
@@ -844,7 +834,7 @@ struct LoadGenerator::Impl {
     }
     stop = true;
     for (std::thread& t : senders) t.join();
-    chains.WaitAllEnded();
+    chains.WaitIdle();
 
     StepResult result;
     result.mode = mode;
@@ -906,28 +896,9 @@ struct LoadGenerator::Impl {
     return result;
   }
 
-  // Chains of asynchronous calls still running.
-  class Chains {
-   public:
-    void Add() {
-      std::lock_guard<std::mutex> lock(mu_);
-      ++running_;
-    }
-    void End() {
-      std::lock_guard<std::mutex> lock(mu_);
-      if (--running_ == 0) ended_.notify_all();
-    }
-    // Every call has a deadline (request_timeout_ms), so every chain ends.
-    void WaitAllEnded() {
-      std::unique_lock<std::mutex> lock(mu_);
-      ended_.wait(lock, [&] { return running_ == 0; });
-    }
-
-   private:
-    std::mutex mu_;
-    std::condition_variable ended_;
-    int running_ = 0;
-  };
+  // Chains of asynchronous calls still running (every call has a deadline,
+  // request_timeout_ms, so every chain ends).
+  using Chains = InFlightCount;
 
   // Starts one asynchronous call whose completion records it and, until
   // `stop`, starts the next one; ends the chain in `chains` when it stops.
@@ -946,7 +917,7 @@ struct LoadGenerator::Impl {
           if (!ok && lane.first_error.empty()) lane.first_error = message;
         }
         if (stop) {
-          chains.End();
+          chains.Done();
         } else {
           SendChained(client, lane, stop, chains);
         }
@@ -959,7 +930,7 @@ struct LoadGenerator::Impl {
       std::lock_guard<std::mutex> lock(lane.mu);
       lane.records.push_back(r);
       if (lane.first_error.empty()) lane.first_error = error;
-      chains.End();
+      chains.Done();
     }
   }
 

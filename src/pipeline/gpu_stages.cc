@@ -237,8 +237,10 @@ class GpuStages : public Stages {
       KILN_CUDA_CHECK(cudaStreamWaitEvent(lane.compute, slot.uploaded.event, 0));
       if (origin_) KILN_CUDA_CHECK(cudaEventRecord(slot.compute_start.event, lane.compute));
       const bool graph = config_.cuda_graph;
-      std::vector<const void*> in_ptrs;
-      std::vector<void*> out_ptrs;
+      std::vector<const void*>& in_ptrs = lane.in_ptrs;
+      std::vector<void*>& out_ptrs = lane.out_ptrs;
+      in_ptrs.clear();
+      out_ptrs.clear();
       for (size_t i = 0; i < input_bytes_.size(); ++i)
         in_ptrs.push_back(graph ? lane.bind_in[i]->ptr : slot.d_in[i]->ptr);
       for (size_t i = 0; i < output_bytes_.size(); ++i)
@@ -337,6 +339,9 @@ class GpuStages : public Stages {
     std::string name, launch_track;  // Timeline rows.
     InputShapes shapes;  // The dims the context was last set to (dynamic engines).
     bool has_shapes = false;
+    // The binding pointers of the batch being launched (reused: no allocation per batch).
+    std::vector<const void*> in_ptrs;
+    std::vector<void*> out_ptrs;
   };
   struct Slot {
     std::unique_ptr<HostBuffer> raw;  // uint8 images (image-shaped engines only)

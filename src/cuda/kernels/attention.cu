@@ -118,22 +118,14 @@ __global__ void __launch_bounds__(kThreads)
   float* o_s = reinterpret_cast<float*>(smem + P::kOOffset);
   float* mask_s = reinterpret_cast<float*>(smem + P::kMaskOffset);
 
-  // Block -> (batch, head, query tile), query tile fastest.
-  const int64_t q_tiles = (p.q_len + kBlockM - 1) / kBlockM;
-  int64_t block = blockIdx.x;
-  const int64_t q_tile = block % q_tiles;
-  block /= q_tiles;
-  const int64_t head = block % p.heads;
-  const int64_t batch = block / p.heads;
-  const int64_t q0 = q_tile * kBlockM;
-  // Elements between consecutive sequence positions ([b, s, h, d] memory).
-  const int64_t row_stride = p.heads * D;  // Of the output.
-  const int64_t in_stride = p.in_row_stride > 0 ? p.in_row_stride : row_stride;  // Of Q, K, V.
-  const T* q_base = q + batch * p.q_len * in_stride + head * D;
-  const T* k_base = k + batch * p.kv_len * in_stride + head * D;
-  const T* v_base = v + batch * p.kv_len * in_stride + head * D;
-  T* o_base = out + batch * p.q_len * row_stride + head * D;
-  const T* mask_row = mask ? mask + batch * p.mask_batch_stride : nullptr;
+  const AttentionTile<T> tile = LocateAttentionTile<T, D, kBlockM>(p, q, k, v, mask, out);
+  const int64_t q0 = tile.q0;
+  const int64_t row_stride = tile.out_stride, in_stride = tile.in_stride;  // In elements.
+  const T* q_base = tile.q;
+  const T* k_base = tile.k;
+  const T* v_base = tile.v;
+  T* o_base = tile.out;
+  const T* mask_row = tile.mask_row;
 
   const int tid = threadIdx.x;
   const int warp = tid / 32;

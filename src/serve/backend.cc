@@ -63,9 +63,11 @@ class CpuBackend : public Backend {
 // for it, so its buckets share one stream, pinned staging and device binding
 // buffers sized for the largest bucket. The binding pointers never change, so
 // each (bucket, instance) context captures its CUDA Graph once (at load) and
-// every batch replays it: per batch, the parts are copied into the pinned
-// staging at their row offsets, the n real rows go to the device, the graph
-// runs, and the n real rows of each output come back. Nothing is allocated.
+// every batch replays it: per batch, each part goes to its rows of the
+// device input (from page-locked memory, i.e. a registered shared memory
+// region, by DMA where it lies; otherwise gathered into the instance's pinned
+// staging by the instance's own copy threads first), the graph runs, and the
+// n real rows of each output come back. Nothing is allocated.
 class GpuBackend : public Backend {
  public:
   GpuBackend(const ModelConfig& config, const std::string& path)
@@ -144,7 +146,11 @@ class GpuBackend : public Backend {
         KILN_CUDA_CHECK(cudaStreamSynchronize(inst.stream));
       }
     }
-    copier_ = std::make_unique<pipeline::ParallelCopier>(pipeline::StagingThreads(0));
+    // The staging threads (half the cores, at most 8) split between instances.
+    const int threads = pipeline::StagingThreads(0);
+    for (auto& inst : instances_)
+      inst->copier =
+          std::make_unique<pipeline::ParallelCopier>((threads + instances - 1) / instances);
   }
 
   // Owned copies of RunBatch's views (this entry point's contract).
@@ -201,27 +207,42 @@ class GpuBackend : public Backend {
     }
     KILN_CHECK(bucket, "batch size ", n, " is larger than every engine's batch size");
 
-    // Gather the parts into the pinned staging at their row offsets.
-    inst.copies.clear();  // Capacity stays: no allocation once warm.
+    // Each part goes to its rows of the device binding: parts in page-locked
+    // memory (registered shared memory regions) by DMA straight from where
+    // they are, the others gathered into the instance's pinned staging first;
+    // adjacent staged parts go up as one copy.
+    inst.copies.clear();  // Capacities stay: no allocation once warm.
+    inst.uploads.clear();
     for (size_t b = 0; b < input_descs.size(); ++b) {
-      char* dst = static_cast<char*>(inst.host_in[b]->ptr);
+      char* staging = static_cast<char*>(inst.host_in[b]->ptr);
+      char* device = static_cast<char*>(inst.device_in[b]->ptr);
+      size_t offset = 0;
+      bool previous_staged = false;
       for (const Tensor* t : parts.find(input_descs[b].name)->second) {
-        if (t->nbytes()) inst.copies.push_back({dst, t->raw_data(), t->nbytes()});
-        dst += t->nbytes();
+        const size_t bytes = t->nbytes();
+        if (bytes == 0) continue;
+        if (cuda::IsPinnedHost(t->raw_data())) {
+          inst.uploads.push_back({device + offset, t->raw_data(), bytes});
+          previous_staged = false;
+        } else {
+          inst.copies.push_back({staging + offset, t->raw_data(), bytes});
+          if (previous_staged)
+            inst.uploads.back().bytes += bytes;  // Extends the staged run before it.
+          else
+            inst.uploads.push_back({device + offset, staging + offset, bytes});
+          previous_staged = true;
+        }
+        offset += bytes;
       }
     }
-    copier_->Copy(inst.copies);
+    inst.copier->Copy(inst.copies);
     if (inputs_ready) *inputs_ready = std::chrono::steady_clock::now();
 
     ExecutionContext& context = *bucket->contexts.at(static_cast<size_t>(instance));
     try {
-      for (size_t b = 0; b < input_descs.size(); ++b) {
-        const size_t bytes =
-            batched_ ? static_cast<size_t>(n) * input_row_bytes_[b] : inst.host_in[b]->bytes;
-        if (bytes)
-          KILN_CUDA_CHECK(cudaMemcpyAsync(inst.device_in[b]->ptr, inst.host_in[b]->ptr, bytes,
-                                          cudaMemcpyHostToDevice, inst.stream));
-      }
+      for (const pipeline::CopyJob& up : inst.uploads)
+        KILN_CUDA_CHECK(
+            cudaMemcpyAsync(up.dst, up.src, up.bytes, cudaMemcpyHostToDevice, inst.stream));
       context.EnqueueGraph(inst.in_ptrs, inst.out_ptrs, inst.stream);
       for (size_t b = 0; b < output_row_bytes_.size(); ++b) {
         const size_t bytes =
@@ -267,7 +288,11 @@ class GpuBackend : public Backend {
     std::vector<std::unique_ptr<cuda::DeviceBuffer>> device_in, device_out;
     std::vector<const void*> in_ptrs;  // device_in/device_out: the graphs' fixed bindings.
     std::vector<void*> out_ptrs;
-    std::vector<pipeline::CopyJob> copies;
+    std::vector<pipeline::CopyJob> copies;  // Host gathers into the staging.
+    std::vector<pipeline::CopyJob> uploads;  // Host-to-device copies (dst on the device).
+    // Its own staging threads, so instances gather concurrently rather than
+    // queueing for one copier.
+    std::unique_ptr<pipeline::ParallelCopier> copier;
     Instance() { KILN_CUDA_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking)); }
     ~Instance() {
       // Work may still be queued (a failed load): finish it before the
@@ -316,9 +341,6 @@ class GpuBackend : public Backend {
   // After buckets_: destroyed first, so queued work finishes before the
   // contexts go.
   std::vector<std::unique_ptr<Instance>> instances_;
-  // Parallel staging copies for large batches (its threads live as long as
-  // the backend; small copies run on the caller).
-  std::unique_ptr<pipeline::ParallelCopier> copier_;
 };
 #endif
 

@@ -86,8 +86,10 @@ void Batcher::Enqueue(InferRequest request, Callback done) {
   p.request = std::move(request);
   p.done = std::move(done);
   std::string refusal;
+  bool wake_former = false;
   {
     std::lock_guard<std::mutex> lock(mu_);
+    wake_former = forming_;
     if (stopping_) {
       refusal = "model '" + config_.name + "' is shutting down and accepts no new requests";
     } else if (queue_.size() >= static_cast<size_t>(max_queue_size_)) {
@@ -104,7 +106,10 @@ void Batcher::Enqueue(InferRequest request, Callback done) {
     FailAll(refused, StatusCode::kUnavailable, refusal);
     return;
   }
-  cv_.notify_all();
+  if (wake_former)
+    forming_cv_.notify_one();
+  else
+    idle_cv_.notify_one();
 }
 
 void Batcher::Shutdown() {
@@ -112,7 +117,8 @@ void Batcher::Shutdown() {
     std::lock_guard<std::mutex> lock(mu_);
     stopping_ = true;
   }
-  cv_.notify_all();
+  idle_cv_.notify_all();
+  forming_cv_.notify_all();
   std::lock_guard<std::mutex> join_lock(join_mu_);
   for (std::thread& t : workers_) {
     if (t.joinable()) t.join();
@@ -162,7 +168,8 @@ std::vector<size_t> Batcher::Select(Clock::time_point now, Clock::time_point* wa
 void Batcher::Worker(int instance) {
   std::unique_lock<std::mutex> lock(mu_);
   while (true) {
-    cv_.wait(lock, [&] { return (!queue_.empty() && !forming_) || (stopping_ && queue_.empty()); });
+    idle_cv_.wait(lock,
+                  [&] { return (!queue_.empty() && !forming_) || (stopping_ && queue_.empty()); });
     if (queue_.empty()) return;  // Stopping and drained.
     forming_ = true;
     std::vector<Pending> batch;
@@ -195,11 +202,17 @@ void Batcher::Worker(int instance) {
           queue_.erase(queue_.begin() + static_cast<std::ptrdiff_t>(chosen[k]));
         break;
       }
-      cv_.wait_until(lock, std::min(wake, earliest_deadline));
+      forming_cv_.wait_until(lock, std::min(wake, earliest_deadline));
     }
     forming_ = false;
+    // Another worker forms the next batch while this one runs; when stopping,
+    // idle workers must also see a drained queue to exit.
+    const bool wake_all = stopping_, wake_one = !queue_.empty();
     lock.unlock();
-    cv_.notify_all();
+    if (wake_all)
+      idle_cv_.notify_all();
+    else if (wake_one)
+      idle_cv_.notify_one();
     if (!batch.empty()) Execute(batch, instance);
     lock.lock();
   }

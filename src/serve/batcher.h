@@ -83,7 +83,10 @@ class Batcher {
   int max_queue_size_;
 
   mutable std::mutex mu_;
-  std::condition_variable cv_;
+  // Idle workers wait on idle_cv_ for a batch to form; the one forming waits
+  // on forming_cv_ for more requests. Each arrival wakes one thread, not
+  // every instance (at low load a herd of wake-ups is latency jitter).
+  std::condition_variable idle_cv_, forming_cv_;
   std::deque<Pending> queue_;
   bool forming_ = false;   // A worker is forming a batch.
   bool stopping_ = false;  // No new requests; drain what is queued.

@@ -38,7 +38,7 @@ class SharedMemoryRegion {
   // Takes over a mapping of `mapped_bytes` at `base`.
   SharedMemoryRegion(std::string name, std::string key, uint64_t offset, uint64_t byte_size,
                      void* base, size_t mapped_bytes);
-  ~SharedMemoryRegion();  // munmap.
+  ~SharedMemoryRegion();  // Unpins, then munmap.
   SharedMemoryRegion(const SharedMemoryRegion&) = delete;
   SharedMemoryRegion& operator=(const SharedMemoryRegion&) = delete;
 
@@ -47,12 +47,16 @@ class SharedMemoryRegion {
   uint64_t offset() const { return offset_; }
   uint64_t byte_size() const { return byte_size_; }
   uint8_t* data() const { return static_cast<uint8_t*>(base_) + offset_; }
+  // Whether the mapping is page-locked for the GPU (kiln built with CUDA and
+  // a device present): the GPU backend then copies inputs straight from it.
+  bool pinned() const { return pin_ != nullptr; }
 
  private:
   std::string name_, key_;
   uint64_t offset_, byte_size_;
   void* base_ = nullptr;
   size_t mapped_bytes_ = 0;
+  std::shared_ptr<void> pin_;  // A cuda::HostPin, released before munmap.
 };
 
 class SharedMemoryRegistry {

@@ -291,7 +291,9 @@ void TuneTactics(runtime::Plan& plan, const BuildConfig& config, TimingCache& ca
     for (const gpu::TensorDesc& d : init.outputs) li.bytes += static_cast<double>(d.nbytes());
     int tactic = 0;
     if (layer->NumTactics() > 1) {
-      std::string key = LayerSignature(init, device_key);
+      // The tactic count too: a cache written when the layer had other
+      // tactics (another kiln or library version) must not pick by index.
+      std::string key = StrCat(LayerSignature(init, device_key), "|tactics=", layer->NumTactics());
       int cached = cache.Find(key);
       if (cached >= 0 && cached < layer->NumTactics()) {
         tactic = cached;

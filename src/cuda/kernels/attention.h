@@ -56,12 +56,13 @@ void LaunchAttention(DType dtype, const void* q, const void* k, const void* v, c
 // cp.async. Same semantics, parameters and contract as the functions above.
 // It needs 16-byte aligned q, k, v and out; otherwise LaunchAttentionMma
 // runs LaunchAttention instead (PrepareAttentionMma prepares both kernels).
-// cap_registers: the build that caps registers so 4 CTAs fit per SM (head
-// dim <= 64; 2 for 128), at the price of a few spilled bytes; the builder
-// times both. Supports the same dtypes and head dims (AttentionSupports).
+// warps: 4 or 8 per CTA (64 or 128 query rows). cap_registers: the build
+// that caps registers so 16 warps fit per SM (head dim <= 64; 8 for 128), at
+// the price of a few spilled bytes. The builder times the combinations.
+// Supports the same dtypes and head dims (AttentionSupports).
 void PrepareAttentionMma(DType dtype, int head_dim);
 void LaunchAttentionMma(DType dtype, const void* q, const void* k, const void* v, const void* mask,
-                        void* out, const AttentionParams& params, bool cap_registers,
+                        void* out, const AttentionParams& params, bool cap_registers, int warps,
                         cudaStream_t stream);
 
 }  // namespace kiln::gpu::kernels

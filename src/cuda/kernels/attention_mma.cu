@@ -2,8 +2,9 @@
 // style on mma.sync tensor-core instructions, everything per-row kept in
 // registers. Same semantics as the WMMA kernel (attention.cu); see attention.h.
 //
-// One CTA of 4 warps handles 64 query rows of one (batch, head); each warp
-// owns 16 rows. Per key tile of 64 rows (K and V double-buffered in shared
+// One CTA of kWarps warps (4 or 8, a tactic) handles 16 * kWarps query rows
+// of one (batch, head); each warp owns 16 rows. With 8, a sequence of 128
+// reads each K/V tile once instead of twice (one CTA per (batch, head)). Per key tile of 64 rows (K and V double-buffered in shared
 // memory, filled by cp.async while the previous tile is being used):
 //
 //   S = Q K^T              mma m16n8k16, Q fragments live in registers for
@@ -62,15 +63,17 @@
 #include "cuda/cuda_check.h"
 #include "cuda/kernels/attention.h"
 #include "cuda/kernels/attention_dispatch.cuh"
+#include "cuda/kernels/dependent_launch.cuh"
 #include "cuda/kernels/kernel_util.cuh"
 
 namespace kiln::gpu::kernels {
 namespace {
 
-constexpr int kWarps = 4;
-constexpr int kBlockM = kWarps * 16;  // Query rows per CTA (16 per warp).
-constexpr int kBlockN = 64;           // Keys per tile.
-constexpr int kCtaThreads = kWarps * 32;
+template <int kWarps>
+constexpr int kQueryRowsPerCta = kWarps * 16;  // 16 per warp.
+template <int kWarps>
+constexpr int kThreadsPerCta = kWarps * 32;
+constexpr int kBlockN = 64;  // Keys per tile.
 constexpr int kChunk = 8;  // 2-byte elements per 16-byte cp.async.
 constexpr unsigned kFullMask = 0xffffffffu;
 constexpr float kLog2e = 1.4426950408889634f;
@@ -78,10 +81,10 @@ constexpr float kLog2e = 1.4426950408889634f;
 // Shared memory for head dim D: the Q tile, K[2], V[2] (rows padded by 16
 // bytes so the 8 row addresses of an ldmatrix hit 8 different bank groups),
 // and the two tiles' mask biases as float.
-template <int D>
+template <int D, int kWarps>
 struct MmaPlan {
   static constexpr int kLd = D + 8;  // Elements per shared row.
-  static constexpr size_t kQBytes = size_t{kBlockM} * kLd * 2;
+  static constexpr size_t kQBytes = size_t{kQueryRowsPerCta<kWarps>} * kLd * 2;
   static constexpr size_t kTileBytes = size_t{kBlockN} * kLd * 2;  // One K or V tile.
   static constexpr size_t kQOffset = 0;
   static constexpr size_t kKOffset = kQOffset + kQBytes;
@@ -166,20 +169,23 @@ __device__ __forceinline__ float FastExp2(float x) {
 }
 
 // With kCapRegisters, the CTAs per SM the register allocation must allow:
-// 4 (<= 128 registers) for D <= 64, where the shared memory (47 KB) also
-// allows 4, and 2 for D = 128. Uncapped, D = 64 takes ~136 registers (3 CTAs
-// per SM) and no spills; capped, it spills a few bytes. Both are tactics, so
-// the builder's timing decides.
-template <int D, bool kCapRegisters>
-constexpr int kMinBlocksPerSm = !kCapRegisters ? 1 : D <= 64 ? 4 : 2;
+// for 4 warps, 4 (<= 128 registers) for D <= 64, where the shared memory
+// (47 KB) also allows 4, and 2 for D = 128; half that for 8 warps. Uncapped,
+// D = 64 takes ~136 registers (3 CTAs of 4 warps per SM) and no spills;
+// capped, it spills a few bytes. All are tactics, so the builder's timing
+// decides.
+template <int D, bool kCapRegisters, int kWarps>
+constexpr int kMinBlocksPerSm = !kCapRegisters ? 1 : (D <= 64 ? 16 : 8) / kWarps;
 
 // Requires 16-byte aligned q, k, v (LaunchAttentionMma checks); row strides
 // are multiples of 16 bytes because D is a multiple of 8.
-template <typename T, int D, bool kCapRegisters>
-__global__ void __launch_bounds__(kCtaThreads, kMinBlocksPerSm<D, kCapRegisters>)
+template <typename T, int D, bool kCapRegisters, int kWarps>
+__global__ void __launch_bounds__(kThreadsPerCta<kWarps>, kMinBlocksPerSm<D, kCapRegisters, kWarps>)
     AttentionMmaKernel(const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v,
                        const T* __restrict__ mask, T* __restrict__ out, AttentionParams p) {
-  using Plan = MmaPlan<D>;
+  using Plan = MmaPlan<D, kWarps>;
+  constexpr int kBlockM = kQueryRowsPerCta<kWarps>;
+  constexpr int kCtaThreads = kThreadsPerCta<kWarps>;
   constexpr int kLd = Plan::kLd;
   constexpr int kDimChunks = D / 16;         // k steps of Q K^T; 16-dim groups of P V.
   constexpr int kKeyChunks = kBlockN / 16;   // k steps of P V; 16-key groups of Q K^T.
@@ -187,6 +193,7 @@ __global__ void __launch_bounds__(kCtaThreads, kMinBlocksPerSm<D, kCapRegisters>
   constexpr int kDimTiles = D / 8;           // n8 tiles of O.
   constexpr int kChunksPerRow = D / kChunk;  // cp.async copies per row.
 
+  WaitForPrerequisiteGrids();  // Launched as a dependent launch (dependent_launch.cuh).
   extern __shared__ __align__(128) unsigned char smem[];
   T* q_s = reinterpret_cast<T*>(smem + Plan::kQOffset);
   T* k_s = reinterpret_cast<T*>(smem + Plan::kKOffset);  // [2][kBlockN][kLd]
@@ -393,24 +400,35 @@ __global__ void __launch_bounds__(kCtaThreads, kMinBlocksPerSm<D, kCapRegisters>
   }
 }
 
+template <typename T, int D, int kWarps>
+void PrepareWarps() {
+  for (const void* kernel : {reinterpret_cast<const void*>(AttentionMmaKernel<T, D, false, kWarps>),
+                             reinterpret_cast<const void*>(AttentionMmaKernel<T, D, true, kWarps>)})
+    KILN_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                         static_cast<int>(MmaPlan<D, kWarps>::kBytes)));
+}
+
 template <typename T, int D>
 void Prepare() {
-  for (const void* kernel : {reinterpret_cast<const void*>(AttentionMmaKernel<T, D, false>),
-                             reinterpret_cast<const void*>(AttentionMmaKernel<T, D, true>)})
-    KILN_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                         static_cast<int>(MmaPlan<D>::kBytes)));
+  PrepareWarps<T, D, 4>();
+  PrepareWarps<T, D, 8>();
 }
 
-template <typename T, int D>
+template <typename T, int D, int kWarps>
 void Launch(const void* q, const void* k, const void* v, const void* mask, void* out,
-            const AttentionParams& p, unsigned blocks, bool cap_registers, cudaStream_t stream) {
-  auto kernel = cap_registers ? AttentionMmaKernel<T, D, true> : AttentionMmaKernel<T, D, false>;
-  kernel<<<blocks, kCtaThreads, MmaPlan<D>::kBytes, stream>>>(
-      static_cast<const T*>(q), static_cast<const T*>(k), static_cast<const T*>(v),
-      static_cast<const T*>(mask), static_cast<T*>(out), p);
-  KILN_CUDA_CHECK(cudaGetLastError());
+            const AttentionParams& p, bool cap_registers, cudaStream_t stream) {
+  const int64_t q_tiles = (p.q_len + kQueryRowsPerCta<kWarps> - 1) / kQueryRowsPerCta<kWarps>;
+  const int64_t blocks = p.batch * p.heads * q_tiles;
+  if (blocks == 0) return;
+  KILN_CHECK(blocks <= int64_t{0x7fffffff}, "attention kernel (mma): ", blocks,
+             " blocks exceed the grid limit");
+  auto kernel = cap_registers ? AttentionMmaKernel<T, D, true, kWarps>
+                              : AttentionMmaKernel<T, D, false, kWarps>;
+  LaunchDependent(kernel, dim3(static_cast<unsigned>(blocks)), dim3(kThreadsPerCta<kWarps>),
+                  MmaPlan<D, kWarps>::kBytes, stream, static_cast<const T*>(q),
+                  static_cast<const T*>(k), static_cast<const T*>(v),
+                  static_cast<const T*>(mask), static_cast<T*>(out), p);
 }
-
 
 }  // namespace
 
@@ -422,24 +440,25 @@ void PrepareAttentionMma(DType dtype, int head_dim) {
 }
 
 void LaunchAttentionMma(DType dtype, const void* q, const void* k, const void* v, const void* mask,
-                        void* out, const AttentionParams& p, bool cap_registers,
+                        void* out, const AttentionParams& p, bool cap_registers, int warps,
                         cudaStream_t stream) {
   KILN_CHECK(p.batch >= 0 && p.heads >= 1 && p.q_len >= 0 && p.kv_len >= 1,
              "attention kernel (mma): bad sizes batch ", p.batch, " heads ", p.heads, " q_len ",
              p.q_len, " kv_len ", p.kv_len);
   KILN_CHECK(p.in_row_stride >= 0, "attention kernel (mma): negative input row stride");
+  KILN_CHECK(warps == 4 || warps == 8, "attention kernel (mma): ", warps,
+             " warps per CTA (4 or 8)");
   // cp.async and the 4-byte output stores need aligned rows: output rows are
   // multiples of 16 bytes apart, so the base pointers and the input stride decide.
   if (!(Aligned16(q) && Aligned16(k) && Aligned16(v) && Aligned16(out) && p.in_row_stride % 8 == 0))
     return LaunchAttention(dtype, q, k, v, mask, out, p, stream);
-  const int64_t q_tiles = (p.q_len + kBlockM - 1) / kBlockM;
-  const int64_t blocks = p.batch * p.heads * q_tiles;
-  if (blocks == 0) return;
-  KILN_CHECK(blocks <= int64_t{0x7fffffff}, "attention kernel (mma): ", blocks,
-             " blocks exceed the grid limit");
-  const unsigned grid = static_cast<unsigned>(blocks);
   DispatchAttention("attention kernel (mma)", dtype, p.head_dim, [&](auto type, auto dim) {
-    Launch<decltype(type), decltype(dim)::value>(q, k, v, mask, out, p, grid, cap_registers, stream);
+    using T = decltype(type);
+    constexpr int D = decltype(dim)::value;
+    if (warps == 8)
+      Launch<T, D, 8>(q, k, v, mask, out, p, cap_registers, stream);
+    else
+      Launch<T, D, 4>(q, k, v, mask, out, p, cap_registers, stream);
   });
 }
 

@@ -12,6 +12,7 @@
 #include <type_traits>
 
 #include "cuda/cuda_check.h"
+#include "cuda/kernels/dependent_launch.cuh"
 
 namespace kiln::gpu::kernels {
 namespace {
@@ -716,6 +717,7 @@ __global__ void __launch_bounds__(128)
     LayerNormWarpKernel(const T* __restrict__ x, const T* __restrict__ scale,
                         const T* __restrict__ bias, Y* __restrict__ y, float* __restrict__ mean_out,
                         float* __restrict__ inv_out, int64_t rows, int64_t n, float epsilon) {
+  WaitForPrerequisiteGrids();  // Launched as a dependent launch (dependent_launch.cuh).
   using P = Pack<T, kVec>;
   const int lane = threadIdx.x & 31;
   const int64_t per_block = blockDim.x / 32;
@@ -804,6 +806,7 @@ __global__ void __launch_bounds__(kNormBlock)
                          float* __restrict__ mean_out, float* __restrict__ inv_out, int64_t rows,
                          int64_t n, float epsilon, const IndexMap scale_map,
                          const IndexMap bias_map) {
+  WaitForPrerequisiteGrids();  // Launched as a dependent launch (dependent_launch.cuh).
   __shared__ float smem[32];
   for (int64_t row = blockIdx.x; row < rows; row += gridDim.x) {
     const T* in = x + row * n;
@@ -840,20 +843,20 @@ void LaunchLayerNormWarp(int chunks, const T* x, const T* scale, const T* bias, 
   const unsigned grid = GridFor((rows + 3) / 4);
   switch (chunks) {
     case 1:
-      LayerNormWarpKernel<T, Y, kVec, 1>
-          <<<grid, 128, 0, stream>>>(x, scale, bias, y, mean, inv_std, rows, n, epsilon);
+      LaunchDependent(LayerNormWarpKernel<T, Y, kVec, 1>, dim3(grid), dim3(128), 0, stream, x,
+                      scale, bias, y, mean, inv_std, rows, n, epsilon);
       break;
     case 2:
-      LayerNormWarpKernel<T, Y, kVec, 2>
-          <<<grid, 128, 0, stream>>>(x, scale, bias, y, mean, inv_std, rows, n, epsilon);
+      LaunchDependent(LayerNormWarpKernel<T, Y, kVec, 2>, dim3(grid), dim3(128), 0, stream, x,
+                      scale, bias, y, mean, inv_std, rows, n, epsilon);
       break;
     case 4:
-      LayerNormWarpKernel<T, Y, kVec, 4>
-          <<<grid, 128, 0, stream>>>(x, scale, bias, y, mean, inv_std, rows, n, epsilon);
+      LaunchDependent(LayerNormWarpKernel<T, Y, kVec, 4>, dim3(grid), dim3(128), 0, stream, x,
+                      scale, bias, y, mean, inv_std, rows, n, epsilon);
       break;
     default:
-      LayerNormWarpKernel<T, Y, kVec, 8>
-          <<<grid, 128, 0, stream>>>(x, scale, bias, y, mean, inv_std, rows, n, epsilon);
+      LaunchDependent(LayerNormWarpKernel<T, Y, kVec, 8>, dim3(grid), dim3(128), 0, stream, x,
+                      scale, bias, y, mean, inv_std, rows, n, epsilon);
       break;
   }
 }
@@ -876,8 +879,8 @@ void LaunchLayerNormAs(const T* in, const T* s, const T* b, Y* out, float* mean,
       LaunchLayerNormWarp<T, Y, 1>(c, in, s, b, out, mean, inv_std, rows, n, epsilon, stream);
     }
   } else {
-    LayerNormBlockKernel<T, Y><<<GridFor(rows), kNormBlock, 0, stream>>>(
-        in, s, b, out, mean, inv_std, rows, n, epsilon, scale_map, bias_map);
+    LaunchDependent(LayerNormBlockKernel<T, Y>, dim3(GridFor(rows)), dim3(kNormBlock), 0, stream,
+                    in, s, b, out, mean, inv_std, rows, n, epsilon, scale_map, bias_map);
   }
   KILN_CUDA_CHECK(cudaGetLastError());
 }

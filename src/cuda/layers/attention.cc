@@ -11,6 +11,9 @@
 //   1 flash_mma_m16n8k16        mma.sync, Q/S/P/O in registers (FlashAttention-2
 //                               style, kernels/attention_mma.cu)
 //   2 flash_mma_m16n8k16_occ4   the same, registers capped for 4 CTAs per SM
+//   3 flash_mma_m16n8k16_w8     8 warps, 128 query rows per CTA (K/V read
+//                               once per 128 queries)
+//   4 flash_mma_m16n8k16_w8_occ2  the same, registers capped for 2 CTAs per SM
 #include "cuda/kernels/attention.h"
 
 #include <memory>
@@ -143,12 +146,14 @@ class AttentionLayer : public Layer {
     if (tactic_ == kWmma) {
       kernels::LaunchAttention(dtype_, q, k, v, mask, args.outputs[0], params_, args.stream);
     } else {
+      const bool eight_warps = tactic_ == kMma8 || tactic_ == kMma8Capped;
       kernels::LaunchAttentionMma(dtype_, q, k, v, mask, args.outputs[0], params_,
-                                  /*cap_registers=*/tactic_ == kMmaCapped, args.stream);
+                                  /*cap_registers=*/tactic_ == kMmaCapped || tactic_ == kMma8Capped,
+                                  /*warps=*/eight_warps ? 8 : 4, args.stream);
     }
   }
 
-  int NumTactics() const override { return 3; }
+  int NumTactics() const override { return 5; }
   void SetTactic(int tactic) override {
     KILN_CHECK(tactic >= 0 && tactic < NumTactics(), "KilnAttention: tactic ", tactic,
                " out of range [0, ", NumTactics(), ")");
@@ -158,12 +163,15 @@ class AttentionLayer : public Layer {
     switch (tactic_) {
       case kMma: return "flash_mma_m16n8k16";
       case kMmaCapped: return "flash_mma_m16n8k16_occ4";
+      case kMma8: return "flash_mma_m16n8k16_w8";
+      case kMma8Capped: return "flash_mma_m16n8k16_w8_occ2";
       default: return "flash_wmma_64x64";
     }
   }
 
  private:
-  static constexpr int kWmma = 0, kMma = 1, kMmaCapped = 2;  // Tactic indices (stored in engines).
+  // Tactic indices (stored in engines).
+  static constexpr int kWmma = 0, kMma = 1, kMmaCapped = 2, kMma8 = 3, kMma8Capped = 4;
   int tactic_ = kWmma;
   DType dtype_ = DType::kUndefined;
   bool packed_ = false;           // One [b, s, 3*h*d] QKV input.

@@ -387,14 +387,15 @@ TEST(AttentionGpu, TacticsAreDistinctAndChecked) {
   KILN_REQUIRE_GPU();
   const Tensor q = RandomTensor({1, 4, 128}).CastTo(DType::kFloat16);
   AttentionRig rig = MakeAttentionRig({q, q, q}, 2, 1.f, {1, 4, 128});
-  ASSERT_EQ(rig.layer->NumTactics(), 3);
+  ASSERT_EQ(rig.layer->NumTactics(), 5);
   std::vector<std::string> names;
   for (int t = 0; t < rig.layer->NumTactics(); ++t) {
     rig.layer->SetTactic(t);
     names.push_back(rig.layer->TacticName());
   }
   EXPECT_EQ(names, (std::vector<std::string>{"flash_wmma_64x64", "flash_mma_m16n8k16",
-                                             "flash_mma_m16n8k16_occ4"}));
+                                             "flash_mma_m16n8k16_occ4", "flash_mma_m16n8k16_w8",
+                                             "flash_mma_m16n8k16_w8_occ2"}));
   EXPECT_THROW(rig.layer->SetTactic(3), Error);
   EXPECT_THROW(rig.layer->SetTactic(-1), Error);
 }

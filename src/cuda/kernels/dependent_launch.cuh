@@ -11,7 +11,14 @@
 // buffers the predecessor may still read); it is a no-op when the kernel was
 // launched normally.
 //
-// KILN_PDL=0 turns it off (for A/B timing).
+// Off unless KILN_PDL=1: measured on an H200 (2026-11-28, one device call,
+// CUDA Graph replays, BERT-base FP16 seq 128), dependent launches of the
+// attention and LayerNorm kernels made batch 1 slower, 0.4754 ms against
+// 0.4430 ms without, and batch 128 no faster (5.712 vs 5.685 ms). A likely
+// cause, not yet confirmed with counters: their CTAs, scheduled early, wait
+// on SMs the preceding cuBLASLt GEMM still needs. Kept
+// as a switch for further measurements (GPUs, kernels that trigger their
+// dependents late).
 #pragma once
 
 #include <cuda_runtime.h>
@@ -30,14 +37,14 @@ __device__ __forceinline__ void WaitForPrerequisiteGrids() {
 #endif
 }
 
-// Whether the current device takes programmatic dependent launches
-// (compute capability 9.0+) and KILN_PDL is not "0".
+// Whether KILN_PDL is "1" and the current device takes programmatic
+// dependent launches (compute capability 9.0+).
 inline bool DependentLaunchEnabled() {
-  static const bool disabled = [] {
+  static const bool enabled = [] {
     const char* env = std::getenv("KILN_PDL");
-    return env != nullptr && std::strcmp(env, "0") == 0;
+    return env != nullptr && std::strcmp(env, "1") == 0;
   }();
-  if (disabled) return false;
+  if (!enabled) return false;
   constexpr int kMaxDevices = 64;
   static int major[kMaxDevices] = {};  // 0: not queried yet.
   int device = 0;
@@ -57,7 +64,7 @@ inline bool DependentLaunchEnabled() {
 }
 
 // kernel<<<grid, block, smem, stream>>>(args...), as a programmatic dependent
-// launch where the device supports it. The kernel must start with
+// launch where enabled. The kernel must start with
 // WaitForPrerequisiteGrids().
 template <typename... Params, typename... Args>
 void LaunchDependent(void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem,

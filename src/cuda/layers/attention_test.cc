@@ -269,8 +269,8 @@ void CheckAttention(const Case& c) {
   if (c.rank4) out_dims = {c.batch, c.q_len, c.heads, c.head_dim};
   const std::vector<TacticOutput> results =
       RunAttentionLayer(inputs, c.heads, scale, out_dims, c.misalign_bytes, c.packed_qkv);
-  // Every supported (dtype, head dim) has the WMMA and both mma tactics.
-  EXPECT_EQ(results.size(), 3u);
+  // Every supported (dtype, head dim) has the WMMA and the four mma tactics.
+  EXPECT_EQ(results.size(), 5u);
   for (const TacticOutput& r : results) {
     SCOPED_TRACE(r.tactic);
     const Tensor got = c.rank4 ? Reshape(r.output, {c.batch, c.q_len, hd}) : r.output;
@@ -396,7 +396,7 @@ TEST(AttentionGpu, TacticsAreDistinctAndChecked) {
   EXPECT_EQ(names, (std::vector<std::string>{"flash_wmma_64x64", "flash_mma_m16n8k16",
                                              "flash_mma_m16n8k16_occ4", "flash_mma_m16n8k16_w8",
                                              "flash_mma_m16n8k16_w8_occ2"}));
-  EXPECT_THROW(rig.layer->SetTactic(3), Error);
+  EXPECT_THROW(rig.layer->SetTactic(5), Error);
   EXPECT_THROW(rig.layer->SetTactic(-1), Error);
 }
 

@@ -75,7 +75,8 @@ SharedMemoryRegion::SharedMemoryRegion(std::string name, std::string key, uint64
   // copy through the backend's staging (perf_analyzer and Triton clients
   // reuse regions, so the one-time cost of pinning pays off). Refused pins
   // (no device, locked-memory limits) only cost that copy.
-  if (base_ && mapped_bytes_ && cuda::DeviceAvailable()) pin_ = cuda::HostPin::TryPin(base_, mapped_bytes_);
+  if (base_ && mapped_bytes_ && cuda::DeviceAvailable())
+    pin_ = cuda::HostPin::TryPin(base_, mapped_bytes_);
 #endif
 }
 

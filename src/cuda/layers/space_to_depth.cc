@@ -45,11 +45,16 @@ class PadSpaceToDepthLayer final : public Layer {
   bool empty_;
 };
 
-std::unique_ptr<Layer> MakePadSpaceToDepth(const LayerInit& init) {
+// Both layers here read one input and write one output.
+void CheckOneInputOneOutput(const LayerInit& init) {
   KILN_LAYER_CHECK(init, init.inputs.size() == 1 && init.inputs[0].defined(),
                    "needs exactly one input");
   KILN_LAYER_CHECK(init, init.outputs.size() == 1 && init.outputs[0].defined(),
                    "needs exactly one output");
+}
+
+std::unique_ptr<Layer> MakePadSpaceToDepth(const LayerInit& init) {
+  CheckOneInputOneOutput(init);
   const TensorDesc& in = init.inputs[0];
   const TensorDesc& out = init.outputs[0];
   KILN_LAYER_CHECK(init, in.rank() == 4 && in.layout == Layout::kRowMajor,
@@ -124,10 +129,7 @@ class NormalizeImageLayer final : public Layer {
 };
 
 std::unique_ptr<Layer> MakeNormalizeImage(const LayerInit& init) {
-  KILN_LAYER_CHECK(init, init.inputs.size() == 1 && init.inputs[0].defined(),
-                   "needs exactly one input");
-  KILN_LAYER_CHECK(init, init.outputs.size() == 1 && init.outputs[0].defined(),
-                   "needs exactly one output");
+  CheckOneInputOneOutput(init);
   const TensorDesc& in = init.inputs[0];
   const TensorDesc& out = init.outputs[0];
   KILN_LAYER_CHECK(init, in.dtype == DType::kUInt8 && in.rank() == 4 && in.layout == Layout::kRowMajor,

@@ -45,7 +45,8 @@ std::vector<std::vector<Tensor>> RunNodeOnGpu(const std::string& op_type,
                                               const std::vector<Tensor>& inputs,
                                               const ir::Attributes& attrs,
                                               const GpuNodeOptions& options) {
-  // Output types come from the same registry inference the builder uses.
+  // Output types come from the same registry inference the builder uses
+  // (or from options.output_types for GPU-only fused ops).
   ir::Graph graph;
   graph.opset_version = options.opset;
   std::vector<ir::Value*> node_inputs;
@@ -72,7 +73,9 @@ std::vector<std::vector<Tensor>> RunNodeOnGpu(const std::string& op_type,
     in_type_ptrs[i] = &in_types[i];
     in_values[i] = &inputs[i];
   }
-  std::vector<ir::TensorType> out_types = InferNode(*node, in_type_ptrs, in_values);
+  std::vector<ir::TensorType> out_types =
+      options.output_types.empty() ? InferNode(*node, in_type_ptrs, in_values)
+                                   : options.output_types;
 
   const gpu::GpuOpDef* def = gpu::GpuLayerRegistry::Global().Find(op_type);
   KILN_CHECK(def, "no GPU layer registered for ", op_type);

@@ -31,6 +31,9 @@ struct GpuNodeOptions {
   gpu::PrecisionOptions precision;
   // Run every tactic the layer offers, not only the first.
   bool all_tactics = true;
+  // The outputs' types for ops without registry inference (fused GPU-only
+  // ops such as KilnSumLayerNorm); empty: inferred.
+  std::vector<ir::TensorType> output_types;
 };
 
 // Runs op_type on `inputs` (host tensors, already in the dtype the layer

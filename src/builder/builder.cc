@@ -13,6 +13,7 @@
 #include "builder/fuse_attention.h"
 #include "builder/fuse_conv_gemm.h"
 #include "builder/fuse_elementwise.h"
+#include "builder/fuse_layernorm.h"
 #include "builder/image_input.h"
 #include "builder/lower.h"
 #include "cuda/buffers.h"
@@ -360,6 +361,7 @@ std::string LowerGraph(ir::Graph& graph, std::unordered_map<const ir::Value*, gp
   int fused_gemm = builder::FuseGemmEpilogues(graph);
   int attentions = builder::FuseAttention(graph);  // FP16/BF16 only; before FuseElementwise takes the Div/Add.
   int packed_qkv = builder::PackAttentionQkv(graph);
+  int sum_layernorms = builder::FuseSumLayerNorm(graph);  // Before FuseElementwise takes the Adds.
   int fused_elementwise = builder::FuseElementwise(graph);
   builder::FuseOutputCasts(graph);
   graph.SortTopologically();
@@ -377,7 +379,8 @@ std::string LowerGraph(ir::Graph& graph, std::unordered_map<const ir::Value*, gp
   return StrCat("lowered: ", graph.nodes().size(), " layers (fused: ", fused_conv, " conv epilogues, ",
                 fused_gemm, " GEMM epilogues, ", attentions, " attentions (", packed_qkv,
                 " with packed QKV), ", fused_elementwise,
-                " elementwise nodes; ", stems, " space-to-depth stems)");
+                " elementwise nodes, ", sum_layernorms, " sum-LayerNorms; ", stems,
+                " space-to-depth stems)");
 }
 
 std::unique_ptr<runtime::Plan> LowerModelBytes(const std::string& onnx_bytes, const std::string& source,

@@ -4,6 +4,7 @@
 #include <cstring>
 #include <set>
 
+#include "builder/pattern_util.h"
 #include "ops/registry.h"
 
 namespace kiln::builder {
@@ -46,6 +47,52 @@ bool KeepInputFloat32(const ir::Node& node, size_t input) {
   if (node.op_type == "Resize") return input == 1 || input == 2;
   if (node.op_type == "Upsample") return input == 1;
   return false;
+}
+
+// Unary float ops whose GPU layer computes in float32 and converts on store
+// to whatever dtype its output value has (cuda/layers/elementwise.cc).
+const std::set<std::string> kStoreConvertingUnaryOps = {
+    "Relu", "LeakyRelu", "Sigmoid", "HardSigmoid", "HardSwish", "Tanh", "Elu", "Selu", "Celu",
+    "Gelu", "Erf", "Exp", "Log", "Sqrt", "Reciprocal", "Neg", "Abs", "Sin", "Cos", "Softplus",
+    "Softsign", "Mish", "ThresholdedRelu"};
+
+// Two Cast patterns that cost a kernel each and fold into one:
+//   Cast(to f16/bf16) of Cast(to f32) of x: one Cast from x. The GPU Cast
+//     converts every source to float32 before rounding to 16 bits, so the
+//     result is bit-identical (BERT's int64 mask -> float32 -> float16).
+//   Cast(float -> float) of a unary float op (Tanh, Relu, ...): the op writes
+//     the Cast's dtype itself, skipping the intermediate rounding as a fused
+//     LayerNorm output does (BERT's pooler Tanh -> float32 output).
+int FoldCastChains(ir::Graph& graph) {
+  int folded = 0;
+  std::set<const ir::Node*> removed;  // Snapshot entries no longer valid.
+  for (ir::Node* cast : Snapshot(graph)) {
+    if (removed.count(cast) || cast->op_type != "Cast" || cast->inputs.size() != 1 || !cast->inputs[0] ||
+        cast->outputs.size() != 1 || !cast->outputs[0])
+      continue;
+    ir::Value* in = cast->inputs[0];
+    ir::Value* out = cast->outputs[0];
+    ir::Node* producer = in->producer;
+    if (!producer || producer->outputs.size() != 1 || producer->outputs[0] != in ||
+        SoleConsumer(graph, in) != cast)
+      continue;
+    const DType to = out->type.dtype;
+    if (producer->op_type == "Cast" && producer->inputs.size() == 1 && producer->inputs[0] &&
+        in->type.dtype == DType::kFloat32 && (to == DType::kFloat16 || to == DType::kBFloat16)) {
+      cast->inputs[0] = producer->inputs[0];
+      removed.insert(producer);
+      graph.RemoveNode(producer);
+      ++folded;
+    } else if (kStoreConvertingUnaryOps.count(producer->op_type) && IsOnnx(*producer) &&
+               IsFloatingPoint(in->type.dtype) && IsFloatingPoint(to)) {
+      graph.RemoveNode(cast);
+      producer->outputs[0] = out;
+      out->producer = producer;
+      in->producer = nullptr;
+      ++folded;
+    }
+  }
+  return folded;
 }
 
 }  // namespace
@@ -389,6 +436,7 @@ int FuseOutputCasts(ir::Graph& graph) {
     }
     ++fused;
   }
+  fused += FoldCastChains(graph);
   if (fused) graph.RemoveUnusedValues();
   return fused;
 }

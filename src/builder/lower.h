@@ -6,7 +6,7 @@
 //   FreezeInputs → ApplyImageInput (image_input.h) → SpecializeShapes →
 //   passes::Optimize → AssignPrecision → ConvSpaceToDepth → fusions
 //   (fuse_conv_gemm.h, fuse_attention.h incl. PackAttentionQkv,
-//   fuse_elementwise.h) → FuseOutputCasts → AssignLayouts →
+//   fuse_layernorm.h, fuse_elementwise.h) → FuseOutputCasts → AssignLayouts →
 //   MergeCastsIntoLayoutChanges → FusePadSpaceToDepth
 #pragma once
 
@@ -71,7 +71,10 @@ int MergeCastsIntoLayoutChanges(ir::Graph& graph,
 // a graph output, which keeps its float32 dtype) writes float32 itself: one
 // pass over the tensor fewer. Its other readers may only be Gathers (BERT's
 // pooler picking token 0), which then read the float32 value and are
-// followed by a Cast of their small result. Returns the number of casts removed.
+// followed by a Cast of their small result. Also folds Cast(to float16 /
+// bfloat16) of Cast(to float32) into one Cast (bit-identical on the GPU),
+// and a float Cast of a unary float op (Tanh, Relu, ...) into the op, which
+// then writes the Cast's dtype. Returns the number of casts removed.
 int FuseOutputCasts(ir::Graph& graph);
 
 // Drops entries for values no longer in the graph (their memory may be

@@ -110,6 +110,15 @@ TEST(LowerTest, BertFp16HasGpuLayersForEveryNode) {
   EXPECT_EQ(h["Add"], 0);
   EXPECT_EQ(h["Erf"], 0);
   EXPECT_EQ(l.graph->outputs()[1]->name, "pooler_output");
+  // The embeddings (word rows + position + token type, LayerNorm) are one
+  // node; the pooler's Tanh writes the float32 output itself; the mask's
+  // int64 -> float32 -> float16 casts are one Cast (FuseOutputCasts).
+  EXPECT_EQ(h["KilnSumLayerNorm"], 1);
+  EXPECT_EQ(h["LayerNormalization"], 2 * 12);
+  EXPECT_EQ(h["Gather"], 1);  // The pooler's token 0.
+  ASSERT_NE(l.graph->outputs()[1]->producer, nullptr);
+  EXPECT_EQ(l.graph->outputs()[1]->producer->op_type, "Tanh");
+  EXPECT_EQ(h["Cast"], 2);  // The mask, and the pooler's token back to float16.
 }
 
 TEST(LowerTest, MobilenetV2Fp16HasGpuLayersForEveryNode) {

@@ -708,13 +708,28 @@ void LaunchAxisTyped(const T* x, T* y, AxisView v, cudaStream_t stream) {
 // ---------------------------------------------------------------------------
 // LayerNormalization
 
+// Where KilnSumLayerNorm's term k reads output row `row` (null: it adds
+// zeros there, an out-of-range gather index).
+template <typename T>
+__device__ __forceinline__ const T* SumTermRow(const SumTerms& terms, int k, int64_t row,
+                                               int64_t n) {
+  const T* base = static_cast<const T*>(terms.terms[k]);
+  if (k > 0 || terms.indices == nullptr) return base + (row % terms.periods[k]) * n;
+  int64_t index = terms.indices_int64 ? static_cast<const int64_t*>(terms.indices)[row]
+                                      : static_cast<const int32_t*>(terms.indices)[row];
+  if (index < 0) index += terms.table_rows;
+  return index >= 0 && index < terms.table_rows ? base + index * n : nullptr;
+}
+
 // One warp per row; the row lives in registers (kChunks * kVec values per
 // lane, loaded kVec at a time). n must be a multiple of kVec and the row,
 // scale and bias pointers kVec-element aligned. Y (the output type) is T, or
 // float32 for a float16/bfloat16 LayerNorm whose output cast was fused in.
-template <typename T, typename Y, int kVec, int kChunks>
+// With kSum the row is the sum of `terms`' rows (KilnSumLayerNorm) and x is
+// unused.
+template <typename T, typename Y, int kVec, int kChunks, bool kSum>
 __global__ void __launch_bounds__(128)
-    LayerNormWarpKernel(const T* __restrict__ x, const T* __restrict__ scale,
+    LayerNormWarpKernel(const T* __restrict__ x, const SumTerms terms, const T* __restrict__ scale,
                         const T* __restrict__ bias, Y* __restrict__ y, float* __restrict__ mean_out,
                         float* __restrict__ inv_out, int64_t rows, int64_t n, float epsilon) {
   WaitForPrerequisiteGrids();  // Launched as a dependent launch (dependent_launch.cuh).
@@ -725,17 +740,37 @@ __global__ void __launch_bounds__(128)
   for (int64_t row = static_cast<int64_t>(blockIdx.x) * per_block + threadIdx.x / 32; row < rows;
        row += step) {
     const T* in = x + row * n;
+    const T* term_rows[kMaxSumTerms] = {};
+    if constexpr (kSum) {
+#pragma unroll
+      for (int k = 0; k < kMaxSumTerms; ++k)
+        if (k < terms.count) term_rows[k] = SumTermRow<T>(terms, k, row, n);
+    }
     float v[kChunks][kVec];
     float sum = 0.f;
 #pragma unroll
     for (int c = 0; c < kChunks; ++c) {
       const int64_t start = (static_cast<int64_t>(c) * 32 + lane) * kVec;
       if (start < n) {
-        const P p = *reinterpret_cast<const P*>(in + start);
+        if constexpr (kSum) {
 #pragma unroll
-        for (int i = 0; i < kVec; ++i) {
-          v[c][i] = ToVal<T>(p.v[i]);
-          sum += v[c][i];
+          for (int i = 0; i < kVec; ++i) v[c][i] = 0.f;
+#pragma unroll
+          for (int k = 0; k < kMaxSumTerms; ++k) {
+            if (term_rows[k] == nullptr) continue;
+            const P p = *reinterpret_cast<const P*>(term_rows[k] + start);
+#pragma unroll
+            for (int i = 0; i < kVec; ++i) v[c][i] += ToVal<T>(p.v[i]);
+          }
+#pragma unroll
+          for (int i = 0; i < kVec; ++i) sum += v[c][i];
+        } else {
+          const P p = *reinterpret_cast<const P*>(in + start);
+#pragma unroll
+          for (int i = 0; i < kVec; ++i) {
+            v[c][i] = ToVal<T>(p.v[i]);
+            sum += v[c][i];
+          }
         }
       } else {
 #pragma unroll
@@ -836,28 +871,21 @@ __global__ void __launch_bounds__(kNormBlock)
   }
 }
 
-template <typename T, typename Y, int kVec>
-void LaunchLayerNormWarp(int chunks, const T* x, const T* scale, const T* bias, Y* y,
-                         float* mean, float* inv_std, int64_t rows, int64_t n, float epsilon,
-                         cudaStream_t stream) {
+template <typename T, typename Y, int kVec, bool kSum = false>
+void LaunchLayerNormWarp(int chunks, const T* x, const SumTerms& terms, const T* scale,
+                         const T* bias, Y* y, float* mean, float* inv_std, int64_t rows,
+                         int64_t n, float epsilon, cudaStream_t stream) {
   const unsigned grid = GridFor((rows + 3) / 4);
+  auto launch = [&](auto kernel) {
+    LaunchDependent(kernel, dim3(grid), dim3(128), 0, stream, x, terms, scale, bias, y, mean,
+                    inv_std, rows, n, epsilon);
+  };
   switch (chunks) {
-    case 1:
-      LaunchDependent(LayerNormWarpKernel<T, Y, kVec, 1>, dim3(grid), dim3(128), 0, stream, x,
-                      scale, bias, y, mean, inv_std, rows, n, epsilon);
-      break;
-    case 2:
-      LaunchDependent(LayerNormWarpKernel<T, Y, kVec, 2>, dim3(grid), dim3(128), 0, stream, x,
-                      scale, bias, y, mean, inv_std, rows, n, epsilon);
-      break;
-    case 4:
-      LaunchDependent(LayerNormWarpKernel<T, Y, kVec, 4>, dim3(grid), dim3(128), 0, stream, x,
-                      scale, bias, y, mean, inv_std, rows, n, epsilon);
-      break;
-    default:
-      LaunchDependent(LayerNormWarpKernel<T, Y, kVec, 8>, dim3(grid), dim3(128), 0, stream, x,
-                      scale, bias, y, mean, inv_std, rows, n, epsilon);
-      break;
+    case 1: launch(LayerNormWarpKernel<T, Y, kVec, 1, kSum>); break;
+    case 2: launch(LayerNormWarpKernel<T, Y, kVec, 2, kSum>); break;
+    case 3: launch(LayerNormWarpKernel<T, Y, kVec, 3, kSum>); break;
+    case 4: launch(LayerNormWarpKernel<T, Y, kVec, 4, kSum>); break;
+    default: launch(LayerNormWarpKernel<T, Y, kVec, 8, kSum>); break;
   }
 }
 
@@ -872,11 +900,12 @@ void LaunchLayerNormAs(const T* in, const T* s, const T* b, Y* out, float* mean,
   const int vec = vectorizable ? kVec : 1;
   const int64_t chunks = (n + 32 * vec - 1) / (32 * vec);
   if (dense && n > 0 && chunks <= 8) {
-    const int c = chunks <= 1 ? 1 : chunks <= 2 ? 2 : chunks <= 4 ? 4 : 8;
+    const int c = static_cast<int>(chunks);
     if (vectorizable) {
-      LaunchLayerNormWarp<T, Y, kVec>(c, in, s, b, out, mean, inv_std, rows, n, epsilon, stream);
+      LaunchLayerNormWarp<T, Y, kVec>(c, in, {}, s, b, out, mean, inv_std, rows, n, epsilon,
+                                      stream);
     } else {
-      LaunchLayerNormWarp<T, Y, 1>(c, in, s, b, out, mean, inv_std, rows, n, epsilon, stream);
+      LaunchLayerNormWarp<T, Y, 1>(c, in, {}, s, b, out, mean, inv_std, rows, n, epsilon, stream);
     }
   } else {
     LaunchDependent(LayerNormBlockKernel<T, Y>, dim3(GridFor(rows)), dim3(kNormBlock), 0, stream,
@@ -1091,6 +1120,36 @@ void LaunchLayerNorm(DType dtype, DType out_dtype, const void* x, const void* sc
                                   epsilon, scale_map, bias_map, stream);
     }
   });
+}
+
+void LaunchSumLayerNorm(DType dtype, const SumTerms& terms, const void* scale, const void* bias,
+                        void* y, int64_t rows, int64_t n, float epsilon, cudaStream_t stream) {
+  KILN_CHECK(terms.count >= 1 && terms.count <= kMaxSumTerms, "sum LayerNorm: ", terms.count,
+             " terms (1 to ", kMaxSumTerms, ")");
+  for (int k = terms.indices != nullptr ? 1 : 0; k < terms.count; ++k)
+    KILN_CHECK(terms.periods[k] >= 1 && rows % terms.periods[k] == 0, "sum LayerNorm: term ", k,
+               " repeats every ", terms.periods[k], " rows, which does not divide ", rows);
+  if (rows == 0) return;
+  DispatchFloat(dtype, [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    constexpr int kVec = static_cast<int>(16 / sizeof(T));
+    bool vectorizable = n % kVec == 0 && Aligned16(scale) && Aligned16(bias) && Aligned16(y);
+    for (int k = 0; k < terms.count; ++k) vectorizable = vectorizable && Aligned16(terms.terms[k]);
+    const int vec = vectorizable ? kVec : 1;
+    const int64_t chunks = (n + 32 * vec - 1) / (32 * vec);
+    KILN_CHECK(n > 0 && chunks <= 8, "sum LayerNorm: rows of ", n, " elements",
+               vectorizable ? "" : " at unaligned addresses", " exceed the one-warp-per-row kernel");
+    const T* s = static_cast<const T*>(scale);
+    const T* b = static_cast<const T*>(bias);
+    T* out = static_cast<T*>(y);
+    if (vectorizable)
+      LaunchLayerNormWarp<T, T, kVec, true>(static_cast<int>(chunks), nullptr, terms, s, b, out,
+                                            nullptr, nullptr, rows, n, epsilon, stream);
+    else
+      LaunchLayerNormWarp<T, T, 1, true>(static_cast<int>(chunks), nullptr, terms, s, b, out,
+                                         nullptr, nullptr, rows, n, epsilon, stream);
+  });
+  KILN_CUDA_CHECK(cudaGetLastError());
 }
 
 void LaunchGroupNorm(DType dtype, const void* x, const void* scale, const void* bias, void* y,

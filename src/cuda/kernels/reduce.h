@@ -76,6 +76,24 @@ void LaunchLayerNorm(DType dtype, DType out_dtype, const void* x, const void* sc
                      int64_t n, float epsilon, const IndexMap& scale_map,
                      const IndexMap& bias_map, cudaStream_t stream);
 
+// KilnSumLayerNorm (src/builder/fuse_layernorm.h): LayerNorm of rows that are
+// sums of terms. Output row r adds, for each term k, its row r % periods[k]
+// (rows of n contiguous elements), except term 0 when indices is set: then
+// row indices[r] of that [table_rows, n] table (negative indices count from
+// the end; out-of-range ones add zeros).
+constexpr int kMaxSumTerms = 4;
+struct SumTerms {
+  const void* terms[kMaxSumTerms] = {};
+  int64_t periods[kMaxSumTerms] = {};
+  int count = 0;
+  const void* indices = nullptr;  // int32 or int64, one per output row.
+  bool indices_int64 = false;
+  int64_t table_rows = 0;
+};
+// scale/bias (bias may be nullptr) hold n values; y has the terms' dtype.
+void LaunchSumLayerNorm(DType dtype, const SumTerms& terms, const void* scale, const void* bias,
+                        void* y, int64_t rows, int64_t n, float epsilon, cudaStream_t stream);
+
 // GroupNormalization / InstanceNormalization: x is [batch, groups *
 // channels_per_group, spatial]; statistics per (batch, group); parameter
 // index is group (per_channel false) or the channel (per_channel true).

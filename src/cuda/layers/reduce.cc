@@ -3,6 +3,7 @@
 // GroupNormalization, InstanceNormalization, MeanVarianceNormalization).
 // Semantics follow the CPU kernels in src/cpu/reduce.cc and src/cpu/nn.cc;
 // axis handling reuses ops/reduce.h. Kernels: cuda/kernels/reduce.cu.
+#include <algorithm>
 #include <memory>
 #include <string>
 #include <utility>
@@ -321,6 +322,80 @@ std::unique_ptr<Layer> CreateLayerNorm(const LayerInit& init) {
                                           bias_map, has_bias, has_mean, has_inv_std);
 }
 
+// KilnSumLayerNorm (src/builder/fuse_layernorm.h): inputs scale, bias?,
+// indices?, terms...
+
+class SumLayerNormLayer : public Layer {
+ public:
+  SumLayerNormLayer(DType dtype, kernels::SumTerms terms, bool gather, bool has_bias,
+                    int64_t rows, int64_t n, float epsilon)
+      : dtype_(dtype), terms_(terms), gather_(gather), has_bias_(has_bias), rows_(rows), n_(n),
+        epsilon_(epsilon) {}
+  void Enqueue(const LaunchArgs& args) const override {
+    kernels::SumTerms terms = terms_;  // Pointers are bound per launch.
+    terms.indices = gather_ ? args.inputs[2] : nullptr;
+    for (int k = 0; k < terms.count; ++k) terms.terms[k] = args.inputs[static_cast<size_t>(3 + k)];
+    kernels::LaunchSumLayerNorm(dtype_, terms, args.inputs[0], has_bias_ ? args.inputs[1] : nullptr,
+                                args.outputs[0], rows_, n_, epsilon_, args.stream);
+  }
+
+ private:
+  DType dtype_;
+  kernels::SumTerms terms_;  // Periods, count, index dtype; pointers set at Enqueue.
+  bool gather_, has_bias_;
+  int64_t rows_, n_;
+  float epsilon_;
+};
+
+std::unique_ptr<Layer> CreateSumLayerNorm(const LayerInit& init) {
+  CheckRowMajor(init);
+  KILN_LAYER_CHECK(init, !init.outputs.empty() && init.outputs[0].defined(), "missing output");
+  const TensorDesc& y = init.outputs[0];
+  KILN_LAYER_CHECK(init, IsGpuFloat(y.dtype) && y.rank() >= 1, "Y ", y.ToString(),
+                   " must be float32, float16 or bfloat16 with rank >= 1");
+  const int64_t n = y.dims.back();
+  const int64_t rows = y.numel() / std::max<int64_t>(n, 1);
+  const int count = static_cast<int>(init.inputs.size()) - 3;
+  KILN_LAYER_CHECK(init, count >= 1 && count <= kernels::kMaxSumTerms, "takes 1 to ",
+                   kernels::kMaxSumTerms, " terms after scale, bias and indices, got ", count);
+  for (size_t i = 0; i < 2; ++i) {
+    if (i == 1 && !HasInput(init, 1)) continue;
+    CheckFloatInput(init, i);
+    KILN_LAYER_CHECK(init, init.inputs[i].dtype == y.dtype && init.inputs[i].numel() == n,
+                     i == 0 ? "scale " : "bias ", init.inputs[i].ToString(), " must hold ", n,
+                     " ", DTypeName(y.dtype), " values");
+  }
+  kernels::SumTerms terms;
+  terms.count = count;
+  const bool gather = HasInput(init, 2);
+  if (gather) {
+    const TensorDesc& indices = init.inputs[2];
+    KILN_LAYER_CHECK(init, indices.dtype == DType::kInt64 || indices.dtype == DType::kInt32,
+                     "indices must be int32 or int64, got ", DTypeName(indices.dtype));
+    KILN_LAYER_CHECK(init, indices.numel() == rows, "indices ", indices.ToString(),
+                     " must hold one index per output row (", rows, ")");
+    terms.indices_int64 = indices.dtype == DType::kInt64;
+  }
+  for (int k = 0; k < count; ++k) {
+    const TensorDesc& t = init.inputs[static_cast<size_t>(3 + k)];
+    CheckFloatInput(init, static_cast<size_t>(3 + k));
+    KILN_LAYER_CHECK(init, t.dtype == y.dtype && t.rank() >= 1 && t.dims.back() == n, "term ", k,
+                     " ", t.ToString(), " must be ", DTypeName(y.dtype), " rows of ", n);
+    const int64_t term_rows = t.numel() / n;
+    if (k == 0 && gather) {
+      KILN_LAYER_CHECK(init, t.rank() == 2, "the gathered table ", t.ToString(), " must be 2-D");
+      terms.table_rows = term_rows;
+    } else {
+      KILN_LAYER_CHECK(init, term_rows >= 1 && rows % term_rows == 0, "term ", k, " ",
+                       t.ToString(), " does not repeat evenly over ", rows, " rows");
+      terms.periods[k] = term_rows;
+    }
+  }
+  const float epsilon = init.node.attrs.GetFloat("epsilon", 1e-5f);
+  return std::make_unique<SumLayerNormLayer>(y.dtype, terms, gather, HasInput(init, 1), rows, n,
+                                             epsilon);
+}
+
 // ---------------------------------------------------------------------------
 // GroupNormalization / InstanceNormalization
 
@@ -438,6 +513,7 @@ void RegisterReduceGpuLayers(GpuLayerRegistry& registry) {
                      }});
   registry.Register({"LpNormalization", CreateLpNorm});
   registry.Register({"LayerNormalization", CreateLayerNorm});
+  registry.Register({"KilnSumLayerNorm", CreateSumLayerNorm});
   registry.Register({"GroupNormalization", CreateGroupNorm});
   registry.Register({"InstanceNormalization", CreateInstanceNorm});
   registry.Register({"MeanVarianceNormalization", CreateMeanVarianceNorm});

@@ -2,6 +2,7 @@
 // the CPU reference backend.
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <string>
 #include <utility>
 #include <vector>
@@ -262,6 +263,66 @@ TEST(GpuLayerNormTest, ShapesAndDtypes) {
                           {x.CastTo(DType::kBFloat16), scale.CastTo(DType::kBFloat16),
                            bias ? b.CastTo(DType::kBFloat16) : b},
                           attrs, Opset(17, 1), 3e-2, 3e-2);
+    }
+  }
+}
+
+// KilnSumLayerNorm (src/builder/fuse_layernorm.h): rows gathered from a
+// table plus a term repeating every 7 rows plus one broadcast row, then
+// LayerNorm; the reference adds the same rounded values in float32 and
+// normalizes with the CPU backend's LayerNormalization. Indices cover
+// negative and out-of-range values (the latter add zeros, as the GPU Gather).
+TEST(GpuSumLayerNormTest, MatchesGatherAddLayerNormOnTheCpu) {
+  KILN_REQUIRE_GPU();
+  constexpr int64_t kTableRows = 50, kRows = 14, kPeriod = 7;
+  uint32_t seed = 100;
+  for (DType dtype : {DType::kFloat32, DType::kFloat16, DType::kBFloat16}) {
+    for (int64_t n : {768, 36}) {  // 36: not a multiple of 8 halves, the scalar path.
+      for (bool bias : {true, false}) {
+        const bool int32_ids = bias;
+        SCOPED_TRACE(::testing::Message() << DTypeName(dtype) << " n " << n << " bias " << bias);
+        // Inputs rounded to dtype, and their float32 values for the reference.
+        auto rounded = [&](std::vector<int64_t> dims, float lo, float hi) {
+          return RandomTensor(std::move(dims), lo, hi, seed++).CastTo(dtype).CastTo(DType::kFloat32);
+        };
+        const Tensor table = rounded({kTableRows, n}, -2, 2);
+        const Tensor period = rounded({kPeriod, n}, -1, 1);
+        const Tensor row = rounded({1, n}, -1, 1);
+        const Tensor scale = rounded({n}, 0.5, 1.5);
+        const Tensor b = bias ? rounded({n}, -1, 1) : Tensor();
+        Tensor ids = RandomTensor({2, kPeriod}, -kTableRows - 3, kTableRows + 3, seed++)
+                         .CastTo(DType::kInt64);
+        ids.data<int64_t>()[0] = -1;
+        ids.data<int64_t>()[1] = kTableRows;  // Out of range: adds zeros.
+        Tensor sum(DType::kFloat32, {2, kPeriod, n});
+        for (int64_t r = 0; r < kRows; ++r) {
+          int64_t id = ids.data<int64_t>()[r];
+          if (id < 0) id += kTableRows;
+          const bool valid = id >= 0 && id < kTableRows;
+          for (int64_t k = 0; k < n; ++k)
+            sum.data<float>()[r * n + k] = (valid ? table.data<float>()[id * n + k] : 0.f) +
+                                            period.data<float>()[(r % kPeriod) * n + k] +
+                                            row.data<float>()[k];
+        }
+        ir::Attributes attrs = MakeAttrs({{"epsilon", 1e-5f}});
+        testing::GpuNodeOptions options;
+        options.output_types = {{dtype, ir::ShapeFromDims({2, kPeriod, n})}};
+        const Tensor expected = testing::RunNode(
+            "LayerNormalization", {sum, scale, b}, MakeAttrs({{"axis", int64_t{-1}}, {"epsilon", 1e-5f}}))[0];
+        auto runs = testing::RunNodeOnGpu(
+            "KilnSumLayerNorm",
+            {scale.CastTo(dtype), bias ? b.CastTo(dtype) : Tensor(),
+             int32_ids ? ids.CastTo(DType::kInt32) : ids, table.CastTo(dtype), period.CastTo(dtype),
+             row.CastTo(dtype)},
+            attrs, options);
+        ASSERT_EQ(runs.size(), 1u);
+        const Tensor got = runs[0][0].CastTo(DType::kFloat32);
+        ASSERT_EQ(got.dims(), expected.dims());
+        for (int64_t i = 0; i < got.numel(); ++i)
+          ASSERT_FALSE(std::isnan(got.data<float>()[i])) << "element " << i << " not written";
+        const double tol = dtype == DType::kFloat32 ? 1e-4 : dtype == DType::kFloat16 ? 1e-2 : 4e-2;
+        EXPECT_LE(testing::MaxAbsoluteError(got, expected), tol);
+      }
     }
   }
 }

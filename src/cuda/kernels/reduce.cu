@@ -714,7 +714,11 @@ template <typename T>
 __device__ __forceinline__ const T* SumTermRow(const SumTerms& terms, int k, int64_t row,
                                                int64_t n) {
   const T* base = static_cast<const T*>(terms.terms[k]);
-  if (k > 0 || terms.indices == nullptr) return base + (row % terms.periods[k]) * n;
+  // 32-bit remainder (the launcher checks rows < 2^31): a 64-bit one per
+  // term and row was ~40% of the kernel's instructions.
+  if (k > 0 || terms.indices == nullptr)
+    return base + static_cast<int64_t>(static_cast<uint32_t>(row) %
+                                       static_cast<uint32_t>(terms.periods[k])) * n;
   int64_t index = terms.indices_int64 ? static_cast<const int64_t*>(terms.indices)[row]
                                       : static_cast<const int32_t*>(terms.indices)[row];
   if (index < 0) index += terms.table_rows;
@@ -1130,6 +1134,7 @@ void LaunchSumLayerNorm(DType dtype, const SumTerms& terms, const void* scale, c
     KILN_CHECK(terms.periods[k] >= 1 && rows % terms.periods[k] == 0, "sum LayerNorm: term ", k,
                " repeats every ", terms.periods[k], " rows, which does not divide ", rows);
   if (rows == 0) return;
+  KILN_CHECK(rows <= int64_t{0x7fffffff}, "sum LayerNorm: ", rows, " rows exceed 2^31 - 1");
   DispatchFloat(dtype, [&](auto tag) {
     using T = typename decltype(tag)::type;
     constexpr int kVec = static_cast<int>(16 / sizeof(T));

@@ -11,14 +11,14 @@
 // buffers the predecessor may still read); it is a no-op when the kernel was
 // launched normally.
 //
-// Off unless KILN_PDL=1: measured on an H200 (2026-11-28, one device call,
-// CUDA Graph replays, BERT-base FP16 seq 128), dependent launches of the
-// attention and LayerNorm kernels made batch 1 slower, 0.4754 ms against
-// 0.4430 ms without, and batch 128 no faster (5.712 vs 5.685 ms). A likely
-// cause, not yet confirmed with counters: their CTAs, scheduled early, wait
-// on SMs the preceding cuBLASLt GEMM still needs. Kept
-// as a switch for further measurements (GPUs, kernels that trigger their
-// dependents late).
+// On by default, off with KILN_PDL=0. Measured on an H200 (2026-11-28, fifth
+// session, one device call, the same engine from a warm timing cache,
+// off/on alternated twice): BERT-base FP16 seq 128 batch 1 0.4245 / 0.4233 ms
+// off against 0.4210 / 0.4198 ms on; batch 128 equal (5.594 / 5.616 off,
+// 5.592 / 5.617 on). An earlier reading that they were slower (0.4754 vs
+// 0.4430 ms) compared a run right after tactic timing in the same process,
+// which is ~9% slower at batch 1 whatever the launch mode, with a run that
+// loaded its tactics from the cache.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -37,12 +37,12 @@ __device__ __forceinline__ void WaitForPrerequisiteGrids() {
 #endif
 }
 
-// Whether KILN_PDL is "1" and the current device takes programmatic
+// Whether KILN_PDL is not "0" and the current device takes programmatic
 // dependent launches (compute capability 9.0+).
 inline bool DependentLaunchEnabled() {
   static const bool enabled = [] {
     const char* env = std::getenv("KILN_PDL");
-    return env != nullptr && std::strcmp(env, "1") == 0;
+    return env == nullptr || std::strcmp(env, "0") != 0;
   }();
   if (!enabled) return false;
   constexpr int kMaxDevices = 64;

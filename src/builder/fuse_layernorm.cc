@@ -89,9 +89,10 @@ bool TryFuse(ir::Graph& graph, ir::Node* ln, std::unordered_set<ir::Node*>& remo
   if (!Is(ln, "LayerNormalization") || ln->inputs.size() < 2 || !ln->has_input(0) ||
       !ln->has_input(1) || ln->outputs.empty() || !ln->outputs[0])
     return false;
-  for (size_t i = 1; i < ln->outputs.size(); ++i)
-    if (ln->outputs[i] && (graph.IsGraphOutput(ln->outputs[i]) || !graph.Consumers(ln->outputs[i]).empty()))
-      return false;
+  for (size_t i = 1; i < ln->outputs.size(); ++i) {  // Mean / InvStdDev must be unused.
+    const ir::Value* stat = ln->outputs[i];
+    if (stat && (graph.IsGraphOutput(stat) || !graph.Consumers(stat).empty())) return false;
+  }
   ir::Value* x = ln->inputs[0];
   ir::Value* y = ln->outputs[0];
   const auto out_dims = KnownDims(x);

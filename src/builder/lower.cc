@@ -67,8 +67,8 @@ int FoldCastChains(ir::Graph& graph) {
   int folded = 0;
   std::set<const ir::Node*> removed;  // Snapshot entries no longer valid.
   for (ir::Node* cast : Snapshot(graph)) {
-    if (removed.count(cast) || cast->op_type != "Cast" || cast->inputs.size() != 1 || !cast->inputs[0] ||
-        cast->outputs.size() != 1 || !cast->outputs[0])
+    if (removed.count(cast) || cast->op_type != "Cast" || cast->inputs.size() != 1 ||
+        !cast->inputs[0] || cast->outputs.size() != 1 || !cast->outputs[0])
       continue;
     ir::Value* in = cast->inputs[0];
     ir::Value* out = cast->outputs[0];
@@ -77,7 +77,7 @@ int FoldCastChains(ir::Graph& graph) {
         SoleConsumer(graph, in) != cast)
       continue;
     const DType to = out->type.dtype;
-    if (producer->op_type == "Cast" && producer->inputs.size() == 1 && producer->inputs[0] &&
+    if (Is(producer, "Cast") && producer->inputs.size() == 1 && producer->inputs[0] &&
         in->type.dtype == DType::kFloat32 && (to == DType::kFloat16 || to == DType::kBFloat16)) {
       cast->inputs[0] = producer->inputs[0];
       removed.insert(producer);

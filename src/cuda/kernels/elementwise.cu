@@ -854,7 +854,9 @@ void LaunchNary(const NaryParams& params, const Indexing& indexing, const Pointe
       case Compute::kFloat32: LaunchFlatUnary<float>(params, indexing, inputs, out, stream); break;
       case Compute::kFloat64: LaunchFlatUnary<double>(params, indexing, inputs, out, stream); break;
       case Compute::kInt64: LaunchFlatUnary<int64_t>(params, indexing, inputs, out, stream); break;
-      case Compute::kUInt64: LaunchFlatUnary<uint64_t>(params, indexing, inputs, out, stream); break;
+      case Compute::kUInt64:
+        LaunchFlatUnary<uint64_t>(params, indexing, inputs, out, stream);
+        break;
     }
     KILN_CUDA_CHECK(cudaGetLastError());
     return;

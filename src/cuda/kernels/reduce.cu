@@ -1143,7 +1143,8 @@ void LaunchSumLayerNorm(DType dtype, const SumTerms& terms, const void* scale, c
     const int vec = vectorizable ? kVec : 1;
     const int64_t chunks = (n + 32 * vec - 1) / (32 * vec);
     KILN_CHECK(n > 0 && chunks <= 8, "sum LayerNorm: rows of ", n, " elements",
-               vectorizable ? "" : " at unaligned addresses", " exceed the one-warp-per-row kernel");
+               vectorizable ? "" : " at unaligned addresses",
+               " exceed the one-warp-per-row kernel");
     const T* s = static_cast<const T*>(scale);
     const T* b = static_cast<const T*>(bias);
     T* out = static_cast<T*>(y);

@@ -283,7 +283,8 @@ TEST(GpuSumLayerNormTest, MatchesGatherAddLayerNormOnTheCpu) {
         SCOPED_TRACE(::testing::Message() << DTypeName(dtype) << " n " << n << " bias " << bias);
         // Inputs rounded to dtype, and their float32 values for the reference.
         auto rounded = [&](std::vector<int64_t> dims, float lo, float hi) {
-          return RandomTensor(std::move(dims), lo, hi, seed++).CastTo(dtype).CastTo(DType::kFloat32);
+          return RandomTensor(std::move(dims), lo, hi, seed++).CastTo(dtype).CastTo(
+              DType::kFloat32);
         };
         const Tensor table = rounded({kTableRows, n}, -2, 2);
         const Tensor period = rounded({kPeriod, n}, -1, 1);
@@ -307,8 +308,9 @@ TEST(GpuSumLayerNormTest, MatchesGatherAddLayerNormOnTheCpu) {
         ir::Attributes attrs = MakeAttrs({{"epsilon", 1e-5f}});
         testing::GpuNodeOptions options;
         options.output_types = {{dtype, ir::ShapeFromDims({2, kPeriod, n})}};
-        const Tensor expected = testing::RunNode(
-            "LayerNormalization", {sum, scale, b}, MakeAttrs({{"axis", int64_t{-1}}, {"epsilon", 1e-5f}}))[0];
+        const Tensor expected =
+            testing::RunNode("LayerNormalization", {sum, scale, b},
+                             MakeAttrs({{"axis", int64_t{-1}}, {"epsilon", 1e-5f}}))[0];
         auto runs = testing::RunNodeOnGpu(
             "KilnSumLayerNorm",
             {scale.CastTo(dtype), bias ? b.CastTo(dtype) : Tensor(),

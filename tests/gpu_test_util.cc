@@ -33,6 +33,13 @@ gpu::TensorDesc DescOf(const Tensor& t) {
 
 using cuda::DeviceBuffer;
 
+// [N, H, W, C] in memory -> the same tensor as [N, C, H, W] (the CPU Transpose).
+Tensor NhwcToNchw(const Tensor& t) {
+  ir::Attributes attrs;
+  attrs.set("perm", std::vector<int64_t>{0, 3, 1, 2});
+  return RunNode("Transpose", {t}, attrs)[0];
+}
+
 Tensor ToFloat32IfHalf(const Tensor& t) {
   if (t.defined() && (t.dtype() == DType::kFloat16 || t.dtype() == DType::kBFloat16))
     return t.CastTo(DType::kFloat32);
@@ -85,10 +92,11 @@ std::vector<std::vector<Tensor>> RunNodeOnGpu(const std::string& op_type,
     bool constant = i < options.constant_inputs.size() && options.constant_inputs[i];
     init.constants.push_back(constant && inputs[i].defined() ? &inputs[i] : nullptr);
   }
-  for (const ir::TensorType& t : out_types) {
+  for (size_t o = 0; o < out_types.size(); ++o) {
     gpu::TensorDesc d;
-    d.dtype = t.dtype;
-    d.dims = ir::KnownDims(*t.shape);
+    d.dtype = out_types[o].dtype;
+    d.dims = ir::KnownDims(*out_types[o].shape);
+    if (o < options.output_layouts.size()) d.layout = options.output_layouts[o];
     init.outputs.push_back(d);
   }
   std::unique_ptr<gpu::Layer> layer = def->create(init);
@@ -133,10 +141,12 @@ std::vector<std::vector<Tensor>> RunNodeOnGpu(const std::string& op_type,
     KILN_CUDA_CHECK(cudaGetLastError());
     std::vector<Tensor> outs;
     for (size_t o = 0; o < init.outputs.size(); ++o) {
-      Tensor t(init.outputs[o].dtype, init.outputs[o].dims);
+      const gpu::TensorDesc& d = init.outputs[o];
+      Tensor t(d.dtype, d.PhysicalDims());
       if (t.nbytes())
         KILN_CUDA_CHECK(
             cudaMemcpy(t.raw_data(), args.outputs[o], t.nbytes(), cudaMemcpyDeviceToHost));
+      if (d.layout == gpu::Layout::kNHWC && d.rank() == 4) t = NhwcToNchw(t);
       outs.push_back(t);
     }
     results.push_back(std::move(outs));

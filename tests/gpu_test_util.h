@@ -34,6 +34,9 @@ struct GpuNodeOptions {
   // The outputs' types for ops without registry inference (fused GPU-only
   // ops such as KilnSumLayerNorm); empty: inferred.
   std::vector<ir::TensorType> output_types;
+  // The outputs' memory layouts (default row-major); NHWC outputs of rank 4
+  // are returned in logical NCHW order.
+  std::vector<gpu::Layout> output_layouts;
 };
 
 // Runs op_type on `inputs` (host tensors, already in the dtype the layer

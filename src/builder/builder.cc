@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <functional>
 #include <chrono>
+#include <cstdlib>
 #include <fstream>
 #include <random>
 #include <sstream>
@@ -12,6 +13,7 @@
 #include "builder/conv_space_to_depth.h"
 #include "builder/fuse_attention.h"
 #include "builder/fuse_conv_gemm.h"
+#include "builder/fuse_conv_pool.h"
 #include "builder/fuse_elementwise.h"
 #include "builder/fuse_layernorm.h"
 #include "builder/image_input.h"
@@ -356,6 +358,16 @@ std::string LowerGraph(ir::Graph& graph, std::unordered_map<const ir::Value*, gp
   if (options.precision == Precision::kFP16) low = DType::kFloat16;
   if (options.precision == Precision::kBF16) low = DType::kBFloat16;
   builder::AssignPrecision(graph, low);
+  bool nhwc = options.conv_layout == "nhwc" ||
+              (options.conv_layout == "auto" && low != DType::kFloat32);
+  KILN_CHECK(options.conv_layout == "auto" || options.conv_layout == "nhwc" ||
+                 options.conv_layout == "nchw",
+             "unknown convolution layout '", options.conv_layout, "' (auto, nhwc or nchw)");
+  // The fused stem writes float16 NHWC; before ConvSpaceToDepth takes its conv.
+  // KILN_CONV_POOL=0 keeps the unfused stem (for A/B measurements).
+  const char* conv_pool_env = std::getenv("KILN_CONV_POOL");
+  const bool conv_pool = !(conv_pool_env && std::string(conv_pool_env) == "0");
+  int conv_pools = low == DType::kFloat16 && nhwc && conv_pool ? builder::FuseConvPool(graph) : 0;
   int stems = builder::ConvSpaceToDepth(graph);  // Before the epilogue fusion: bias/ReLU fuse into the new conv.
   int fused_conv = builder::FuseConvEpilogues(graph);
   int fused_gemm = builder::FuseGemmEpilogues(graph);
@@ -366,11 +378,6 @@ std::string LowerGraph(ir::Graph& graph, std::unordered_map<const ir::Value*, gp
   builder::FuseOutputCasts(graph);
   graph.SortTopologically();
   graph.RemoveUnusedValues();
-  bool nhwc = options.conv_layout == "nhwc" ||
-              (options.conv_layout == "auto" && low != DType::kFloat32);
-  KILN_CHECK(options.conv_layout == "auto" || options.conv_layout == "nhwc" ||
-                 options.conv_layout == "nchw",
-             "unknown convolution layout '", options.conv_layout, "' (auto, nhwc or nchw)");
   layouts = builder::AssignLayouts(graph, nhwc);
   builder::MergeCastsIntoLayoutChanges(graph, layouts);
   builder::FusePadSpaceToDepth(graph, layouts);
@@ -380,7 +387,7 @@ std::string LowerGraph(ir::Graph& graph, std::unordered_map<const ir::Value*, gp
                 fused_gemm, " GEMM epilogues, ", attentions, " attentions (", packed_qkv,
                 " with packed QKV), ", fused_elementwise,
                 " elementwise nodes, ", sum_layernorms, " sum-LayerNorms; ", stems,
-                " space-to-depth stems)");
+                " space-to-depth stems, ", conv_pools, " conv+pool stems)");
 }
 
 std::unique_ptr<runtime::Plan> LowerModelBytes(const std::string& onnx_bytes, const std::string& source,

@@ -185,20 +185,25 @@ fs::path ModelPath(const std::string& name) {
   return dir / (name + ".onnx");
 }
 
-TEST(ImageInput, Resnet18Fp16TakesImagesIntoTheFusedStem) {
+TEST(ImageInput, Resnet18Fp16TakesImagesIntoTheConvPoolStem) {
   if (!fs::exists(ModelPath("resnet18")))
     GTEST_SKIP() << "export models first (scripts/export_models.py)";
   auto g = onnx_import::ImportModelFile(ModelPath("resnet18").string());
   Lowered l = LowerWithImageInput(*g, Images("input"), Precision::kFP16, {{"input", {8, 224, 224, 3}}});
-  EXPECT_EQ(l.ops["KilnPadSpaceToDepth"], 1);
+  // conv1 -> relu -> maxpool is one KilnConvPool reading the uint8 images.
+  EXPECT_EQ(l.ops["KilnConvPool"], 1);
+  EXPECT_EQ(l.ops["KilnPadSpaceToDepth"], 0);
   EXPECT_EQ(l.ops["KilnNormalizeImage"], 0);
+  EXPECT_EQ(l.ops["MaxPool"], 0);
   EXPECT_EQ(l.ops["KilnToNHWC"], 0);
-  const ir::Node* s2d = FindOp(*g, "KilnPadSpaceToDepth");
-  ASSERT_NE(s2d, nullptr);
-  EXPECT_EQ(s2d->inputs[0], g->inputs()[0]);
-  EXPECT_EQ(s2d->inputs[0]->type.dtype, DType::kUInt8);
-  EXPECT_EQ(ir::KnownDims(*s2d->inputs[0]->type.shape), (Ints{8, 224, 224, 3}));
-  EXPECT_EQ(s2d->outputs[0]->type.dtype, DType::kFloat16);
+  const ir::Node* stem = FindOp(*g, "KilnConvPool");
+  ASSERT_NE(stem, nullptr);
+  EXPECT_EQ(stem->inputs[0], g->inputs()[0]);
+  EXPECT_EQ(stem->inputs[0]->type.dtype, DType::kUInt8);
+  EXPECT_EQ(ir::KnownDims(*stem->inputs[0]->type.shape), (Ints{8, 224, 224, 3}));
+  EXPECT_EQ(stem->attrs.GetFloats("mean").size(), 3u);
+  EXPECT_EQ(stem->outputs[0]->type.dtype, DType::kFloat16);
+  EXPECT_EQ(ir::KnownDims(*stem->outputs[0]->type.shape), (Ints{8, 64, 56, 56}));
 }
 
 }  // namespace

@@ -56,13 +56,34 @@ const std::set<std::string> kStoreConvertingUnaryOps = {
     "Gelu", "Erf", "Exp", "Log", "Sqrt", "Reciprocal", "Neg", "Abs", "Sin", "Cos", "Softplus",
     "Softsign", "Mish", "ThresholdedRelu"};
 
-// Two Cast patterns that cost a kernel each and fold into one:
+// A 16-bit Gemm / KilnMatMul whose result a Cast widens to float32 (a
+// classifier's logits): cuBLASLt writes float32 D from float16/bfloat16
+// A and B, so the product writes the Cast's output itself. Its bias / C
+// must then be float32 (cuBLASLt's bias has D's type): a constant one is
+// converted; a computed C or a residual input blocks the fold.
+bool WidenProductOutput(ir::Graph& graph, ir::Node* product, ir::Value* in, DType to) {
+  const bool gemm = Is(product, "Gemm");
+  if ((!gemm && product->op_type != "KilnMatMul") || to != DType::kFloat32 ||
+      (in->type.dtype != DType::kFloat16 && in->type.dtype != DType::kBFloat16))
+    return false;
+  if (!gemm && product->has_input(3)) return false;  // The residual would be cuBLASLt's C.
+  if (product->has_input(2) && !product->inputs[2]->is_constant()) return false;
+  if (product->has_input(2)) {
+    ir::Value* c = product->inputs[2];
+    product->inputs[2] = graph.AddConstant(graph.UniqueName(c->name + "_float32"),
+                                           c->constant.CastTo(DType::kFloat32));
+  }
+  return true;
+}
+
+// Three Cast patterns that cost a kernel each and fold into one:
 //   Cast(to f16/bf16) of Cast(to f32) of x: one Cast from x. The GPU Cast
 //     converts every source to float32 before rounding to 16 bits, so the
 //     result is bit-identical (BERT's int64 mask -> float32 -> float16).
 //   Cast(float -> float) of a unary float op (Tanh, Relu, ...): the op writes
 //     the Cast's dtype itself, skipping the intermediate rounding as a fused
 //     LayerNorm output does (BERT's pooler Tanh -> float32 output).
+//   Cast(to f32) of a 16-bit matrix product (WidenProductOutput).
 int FoldCastChains(ir::Graph& graph) {
   int folded = 0;
   std::set<const ir::Node*> removed;  // Snapshot entries no longer valid.
@@ -83,8 +104,9 @@ int FoldCastChains(ir::Graph& graph) {
       removed.insert(producer);
       graph.RemoveNode(producer);
       ++folded;
-    } else if (kStoreConvertingUnaryOps.count(producer->op_type) && IsOnnx(*producer) &&
-               IsFloatingPoint(in->type.dtype) && IsFloatingPoint(to)) {
+    } else if ((kStoreConvertingUnaryOps.count(producer->op_type) && IsOnnx(*producer) &&
+                IsFloatingPoint(in->type.dtype) && IsFloatingPoint(to)) ||
+               WidenProductOutput(graph, producer, in, to)) {
       graph.RemoveNode(cast);
       producer->outputs[0] = out;
       out->producer = producer;
@@ -339,6 +361,8 @@ std::unordered_map<const ir::Value*, gpu::Layout> AssignLayouts(ir::Graph& graph
     if (go_nhwc)
       for (ir::Value* out : node->outputs)
         if (out && rank_of(out) == 4) layout[out] = gpu::Layout::kNHWC;
+    // The fused stem (fuse_conv_pool.h) reads row-major and writes NHWC.
+    if (node->op_type == "KilnConvPool") layout[node->outputs[0]] = gpu::Layout::kNHWC;
   }
   for (ir::Value*& out : graph.outputs()) {
     if (!is_nhwc(out)) continue;

@@ -4,7 +4,8 @@
 // plan, in this order:
 //
 //   FreezeInputs → ApplyImageInput (image_input.h) → SpecializeShapes →
-//   passes::Optimize → AssignPrecision → ConvSpaceToDepth → fusions
+//   passes::Optimize → AssignPrecision → FuseConvPool (fuse_conv_pool.h; FP16
+//   NHWC) → ConvSpaceToDepth → fusions
 //   (fuse_conv_gemm.h, fuse_attention.h incl. PackAttentionQkv,
 //   fuse_layernorm.h, fuse_elementwise.h) → FuseOutputCasts → AssignLayouts →
 //   MergeCastsIntoLayoutChanges → FusePadSpaceToDepth

@@ -57,17 +57,25 @@ TEST(LowerTest, Resnet18Fp16IsFusedAndChannelsLast) {
   Lowered l = Lower("resnet18", {{"input", {8, 3, 224, 224}}}, DType::kFloat16);
   auto h = Histogram(*l.graph);
   for (const auto& [op, count] : h) std::cout << "    " << op << ": " << count << "\n";
-  // 20 convolutions: 17 absorb their ReLU (and residual Add); the 3
-  // downsampling convolutions feed another conv's residual input unchanged.
-  EXPECT_EQ(h["KilnConv"], 17);
-  EXPECT_EQ(h["Conv"] + h["KilnConv"], 20);
+  // 20 convolutions: the stem conv1 -> relu -> maxpool is one KilnConvPool
+  // reading the float32 input; 16 absorb their ReLU (and residual Add); the
+  // 3 downsampling convolutions feed another conv's residual input unchanged.
+  EXPECT_EQ(h["KilnConvPool"], 1);
+  EXPECT_EQ(h["KilnConv"], 16);
+  EXPECT_EQ(h["Conv"] + h["KilnConv"], 19);
+  EXPECT_EQ(h["MaxPool"], 0);
   EXPECT_EQ(h["Relu"], 0);
   EXPECT_EQ(h["Add"], 0);
-  // The input image: cast, padded, space-to-depth'd and made NHWC in one layer
-  // feeding the rewritten stem convolution.
-  EXPECT_EQ(h["KilnPadSpaceToDepth"], 1);
+  EXPECT_EQ(h["KilnPadSpaceToDepth"], 0);
   EXPECT_EQ(h["KilnToNHWC"], 0);
-  EXPECT_EQ(h["Cast"], 1);         // The logits back to float32.
+  const ir::Node* stem = nullptr;
+  for (const auto& n : l.graph->nodes())
+    if (n->op_type == "KilnConvPool") stem = n.get();
+  ASSERT_NE(stem, nullptr);
+  EXPECT_EQ(stem->inputs[0], l.graph->inputs()[0]);
+  EXPECT_EQ(l.layouts.count(stem->outputs[0]), 1u);
+  EXPECT_EQ(h["Cast"], 0);  // The FC writes the float32 logits itself.
+  EXPECT_EQ(h["Gemm"], 1);
   ExpectEveryNodeHasGpuLayer(*l.graph);
   for (const auto& n : l.graph->nodes())
     if (n->op_type == "KilnConv") {

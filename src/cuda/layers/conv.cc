@@ -41,6 +41,7 @@
 namespace kiln::gpu {
 
 void RegisterGemmGpuLayers(GpuLayerRegistry& registry);  // layers/gemm.cc
+void RegisterConvPoolGpuLayers(GpuLayerRegistry& registry);  // layers/conv_pool.cc
 
 namespace {
 
@@ -883,6 +884,7 @@ void RegisterNnGpuLayers(GpuLayerRegistry& registry) {
                      },
                      /*accepts_nhwc=*/false});
   RegisterGemmGpuLayers(registry);
+  RegisterConvPoolGpuLayers(registry);
 }
 
 }  // namespace kiln::gpu

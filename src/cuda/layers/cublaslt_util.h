@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <array>
+#include <cstdlib>
 #include <cstring>
 #include <cstdint>
 #include <memory>
@@ -21,6 +22,18 @@ namespace kiln::gpu {
 
 inline constexpr size_t kMaxGemmWorkspace = size_t{32} << 20;  // 32 MiB.
 inline constexpr int kMaxGemmTactics = 16;  // Heuristic candidates timed per product.
+
+// Heuristic candidates requested per product: kMaxGemmTactics, or
+// KILN_GEMM_CANDIDATES (1-128) for experiments (a timing cache from one count
+// stays valid with a larger one: the heuristic's order does not change).
+inline int GemmCandidates() {
+  static const int count = [] {
+    const char* env = std::getenv("KILN_GEMM_CANDIDATES");
+    const int v = env && *env ? std::atoi(env) : kMaxGemmTactics;
+    return std::clamp(v, 1, 128);
+  }();
+  return count;
+}
 
 inline cudaDataType_t CudaType(DType d) {
   switch (d) {
@@ -90,17 +103,24 @@ inline uint32_t AlignmentOf(const std::vector<int64_t>& element_offsets, size_t 
 }
 
 // The cuBLASLt side of one GemmShape: descriptors, heuristic tactics and the
-// launch. C, when used, has D's layout (Y itself or a full [m, n] input).
+// launch. C, when used, has D's layout and dtype (Y itself or a full [m, n]
+// input), as does the bias. A and B have `dtype`; D has `out_dtype`
+// (kUndefined: `dtype`), float32 allowed for 16-bit A and B.
 class LtGemm {
  public:
   void Init(const LayerInit& init, DType dtype, const GemmShape& shape, float alpha, float beta,
-            Epilogue epilogue) {
+            Epilogue epilogue, DType out_dtype = DType::kUndefined) {
     shape_ = shape;
     dtype_ = dtype;
+    out_dtype = out_dtype == DType::kUndefined ? dtype : out_dtype;
+    KILN_LAYER_CHECK(init, out_dtype == dtype || out_dtype == DType::kFloat32,
+                     "a ", DTypeName(dtype), " product can write ", DTypeName(dtype),
+                     " or float32, not ", DTypeName(out_dtype));
     alpha_ = alpha;
     beta_ = beta;
     epilogue_ = epilogue;
     elem_size_ = DTypeSize(dtype);
+    out_elem_size_ = DTypeSize(out_dtype);
     if (shape.m == 0 || shape.n == 0 || shape.batch == 0) {
       empty_ = true;
       return;
@@ -135,8 +155,8 @@ class LtGemm {
     const int64_t batch = shape.loop.empty() ? shape.batch : 1;
     lt_a_ = MakeLayout(type, lt_a_rows, lt_a_cols, shape.ldb, batch, shape.stride_b);
     lt_b_ = MakeLayout(type, lt_b_rows, lt_b_cols, shape.lda, batch, shape.stride_a);
-    lt_d_ = MakeLayout(type, static_cast<uint64_t>(shape.n), static_cast<uint64_t>(shape.m),
-                       shape.ldy, batch, shape.stride_y);
+    lt_d_ = MakeLayout(CudaType(out_dtype), static_cast<uint64_t>(shape.n),
+                       static_cast<uint64_t>(shape.m), shape.ldy, batch, shape.stride_y);
 
     // Alignment the pointers will have: base pointers are 256-byte aligned;
     // batch strides and loop offsets may lower it.
@@ -149,7 +169,7 @@ class LtGemm {
     }
     const uint32_t align_lt_a = AlignmentOf(b_offsets, elem_size_);
     const uint32_t align_lt_b = AlignmentOf(a_offsets, elem_size_);
-    const uint32_t align_d = AlignmentOf(y_offsets, elem_size_);
+    const uint32_t align_d = AlignmentOf(y_offsets, out_elem_size_);
 
     cublasLtMatmulPreference_t pref = nullptr;
     KILN_CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref));
@@ -166,11 +186,12 @@ class LtGemm {
     KILN_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(
         pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &align_d, sizeof(align_d)));
 
-    std::vector<cublasLtMatmulHeuristicResult_t> results(kMaxGemmTactics);
+    const int candidates = GemmCandidates();
+    std::vector<cublasLtMatmulHeuristicResult_t> results(static_cast<size_t>(candidates));
     int returned = 0;
     KILN_CUBLAS_CHECK(cublasLtMatmulAlgoGetHeuristic(handle, desc, lt_a_.get(), lt_b_.get(),
                                                      lt_d_.get(), lt_d_.get(), pref,
-                                                     kMaxGemmTactics, results.data(), &returned));
+                                                     candidates, results.data(), &returned));
     for (int i = 0; i < returned; ++i) {
       const cublasLtMatmulHeuristicResult_t& r = results[static_cast<size_t>(i)];
       if (r.state != CUBLAS_STATUS_SUCCESS || r.workspaceSize > kMaxGemmWorkspace) continue;
@@ -232,8 +253,8 @@ class LtGemm {
       KILN_CUBLAS_CHECK(cublasLtMatmul(
           args.handles.cublaslt, desc_.get(), &alpha_, bp + ob * static_cast<int64_t>(elem_size_),
           lt_a_.get(), ap + oa * static_cast<int64_t>(elem_size_), lt_b_.get(), &beta_,
-          cp + oy * static_cast<int64_t>(elem_size_), lt_d_.get(),
-          yp + oy * static_cast<int64_t>(elem_size_), lt_d_.get(), &t.algo,
+          cp + oy * static_cast<int64_t>(out_elem_size_), lt_d_.get(),
+          yp + oy * static_cast<int64_t>(out_elem_size_), lt_d_.get(), &t.algo,
           t.workspaceSize ? args.workspace : nullptr, t.workspaceSize, args.stream));
     };
     if (shape_.loop.empty()) {
@@ -317,7 +338,7 @@ class LtGemm {
 
   GemmShape shape_;
   DType dtype_ = DType::kUndefined;
-  size_t elem_size_ = 0;
+  size_t elem_size_ = 0, out_elem_size_ = 0;  // Of A/B and of C/D.
   float alpha_ = 1.f, beta_ = 0.f;
   Epilogue epilogue_ = Epilogue::kDefault;
   bool empty_ = false;

@@ -38,6 +38,12 @@ bool IsGemmFloat(DType d) {
 }
 
 
+// Y's dtype for A/B of `in`: the same, or float32 from 16-bit inputs (cuBLASLt
+// writes a float32 D from float16/bfloat16 A and B).
+bool WritableBy(DType in, DType out) {
+  return out == in || (out == DType::kFloat32 && (in == DType::kFloat16 || in == DType::kBFloat16));
+}
+
 void CheckGemmDType(const LayerInit& init, DType d) {
   KILN_LAYER_CHECK(init, IsGemmFloat(d), "dtype ", DTypeName(d),
                    " is not supported on GPU (float32, float16 and bfloat16 only; integer and "
@@ -176,8 +182,11 @@ class GemmLayer : public GemmLayerBase {
     const TensorDesc& b = init.inputs[1];
     const TensorDesc& y = init.outputs[0];
     dtype_ = a.dtype;
+    out_dtype_ = y.dtype;
     CheckGemmDType(init, dtype_);
-    KILN_LAYER_CHECK(init, b.dtype == dtype_ && y.dtype == dtype_, "A, B and Y must have one dtype");
+    KILN_LAYER_CHECK(init, b.dtype == dtype_ && WritableBy(dtype_, y.dtype),
+                     "A and B must have one dtype, Y that dtype or float32 (the builder's widened "
+                     "logits), got ", a.ToString(), ", ", b.ToString(), ", ", y.ToString());
     KILN_LAYER_CHECK(init, a.rank() == 2 && b.rank() == 2 && y.rank() == 2,
                      "A, B and Y must be 2-D");
     const ir::Attributes& attrs = init.node.attrs;
@@ -200,7 +209,7 @@ class GemmLayer : public GemmLayerBase {
     const bool has_c = init.inputs.size() > 2 && init.inputs[2].defined() && beta != 0.f;
     if (has_c) {
       const TensorDesc& c = init.inputs[2];
-      KILN_LAYER_CHECK(init, c.dtype == dtype_, "C must have A's dtype");
+      KILN_LAYER_CHECK(init, c.dtype == out_dtype_, "C must have Y's dtype");
       KILN_LAYER_CHECK(init, c.rank() <= 2, "C must have rank <= 2, got ", c.ToString());
       c_rows_ = c.rank() == 2 ? c.dims[0] : 1;
       c_cols_ = c.rank() >= 1 ? c.dims[static_cast<size_t>(c.rank() - 1)] : 1;
@@ -220,7 +229,7 @@ class GemmLayer : public GemmLayerBase {
     }
     m_ = s.m;
     n_ = s.n;
-    gemm_.Init(init, dtype_, s, alpha, beta, epilogue);
+    gemm_.Init(init, dtype_, s, alpha, beta, epilogue, out_dtype_);
   }
   int KernelLaunches() const override {
     return gemm_.Launches() + (c_mode_ == CMode::kBroadcast && !gemm_.empty() ? 1 : 0);
@@ -241,7 +250,7 @@ class GemmLayer : public GemmLayerBase {
         break;
       case CMode::kBroadcast:
         // Y = C broadcast, then Y = alpha AB + beta Y in place.
-        LaunchBroadcast2D(c, c_rows_, c_cols_, y, m_, n_, DTypeSize(dtype_), args.stream);
+        LaunchBroadcast2D(c, c_rows_, c_cols_, y, m_, n_, DTypeSize(out_dtype_), args.stream);
         gemm_.Run(args, args.inputs[0], args.inputs[1], y, y, nullptr);
         break;
     }
@@ -249,7 +258,7 @@ class GemmLayer : public GemmLayerBase {
 
  private:
   enum class CMode { kNone, kFull, kBias, kBroadcast };
-  DType dtype_ = DType::kUndefined;
+  DType dtype_ = DType::kUndefined, out_dtype_ = DType::kUndefined;
   CMode c_mode_ = CMode::kNone;
   int64_t c_rows_ = 1, c_cols_ = 1, m_ = 0, n_ = 0;
 };
@@ -267,8 +276,11 @@ class KilnMatMulLayer : public GemmLayerBase {
     const TensorDesc& b = init.inputs[1];
     const TensorDesc& y = init.outputs[0];
     dtype_ = a.dtype;
+    out_dtype_ = y.dtype;
     CheckGemmDType(init, dtype_);
-    KILN_LAYER_CHECK(init, b.dtype == dtype_ && y.dtype == dtype_, "A, B and Y must have one dtype");
+    KILN_LAYER_CHECK(init, b.dtype == dtype_ && WritableBy(dtype_, y.dtype),
+                     "A and B must have one dtype, Y that dtype or float32, got ", a.ToString(),
+                     ", ", b.ToString(), ", ", y.ToString());
     KILN_LAYER_CHECK(init, a.rank() >= 1 && b.rank() == 2, "A must have rank >= 1 and B be 2-D, got ",
                      a.ToString(), " and ", b.ToString());
     const ir::Attributes& attrs = init.node.attrs;
@@ -289,14 +301,15 @@ class KilnMatMulLayer : public GemmLayerBase {
     const bool has_bias = init.inputs.size() > 2 && init.inputs[2].defined();
     if (has_bias) {
       const TensorDesc& bias = init.inputs[2];
-      KILN_LAYER_CHECK(init, bias.dtype == dtype_ && bias.numel() == s.n &&
+      KILN_LAYER_CHECK(init, bias.dtype == out_dtype_ && bias.numel() == s.n &&
                                  (bias.rank() == 1 || (bias.rank() == 2 && bias.dims[0] == 1)),
-                       "bias ", bias.ToString(), " must be ", DTypeName(dtype_), "[", s.n, "]");
+                       "bias ", bias.ToString(), " must be ", DTypeName(out_dtype_), "[", s.n,
+                       "]");
     }
     has_residual_ = init.inputs.size() > 3 && init.inputs[3].defined();
     if (has_residual_) {
       const TensorDesc& r = init.inputs[3];
-      KILN_LAYER_CHECK(init, r.dtype == dtype_ && r.dims == y.dims && r.layout == y.layout,
+      KILN_LAYER_CHECK(init, r.dtype == out_dtype_ && r.dims == y.dims && r.layout == y.layout,
                        "residual ", r.ToString(), " must match the output ", y.ToString());
     }
     const std::string activation = attrs.GetString("activation", "");
@@ -314,7 +327,7 @@ class KilnMatMulLayer : public GemmLayerBase {
     }
     count_ = y.numel();
     n_ = s.n;
-    gemm_.Init(init, dtype_, s, 1.f, has_residual_ ? 1.f : 0.f, epilogue);
+    gemm_.Init(init, dtype_, s, 1.f, has_residual_ ? 1.f : 0.f, epilogue, out_dtype_);
   }
   int KernelLaunches() const override {
     return gemm_.Launches() + (exact_gelu_ && !gemm_.empty() ? 1 : 0);
@@ -325,12 +338,12 @@ class KilnMatMulLayer : public GemmLayerBase {
     const void* residual = has_residual_ ? args.inputs[3] : nullptr;
     gemm_.Run(args, args.inputs[0], args.inputs[1], residual, args.outputs[0], bias);
     if (exact_gelu_)
-      LaunchBiasResidualActivation(args.outputs[0], nullptr, nullptr, count_, n_, 1, dtype_,
+      LaunchBiasResidualActivation(args.outputs[0], nullptr, nullptr, count_, n_, 1, out_dtype_,
                                    NnActivation::kGeluErf, 0.f, 0.f, args.stream);
   }
 
  private:
-  DType dtype_ = DType::kUndefined;
+  DType dtype_ = DType::kUndefined, out_dtype_ = DType::kUndefined;
   bool has_residual_ = false;
   bool exact_gelu_ = false;
   int64_t count_ = 0, n_ = 1;

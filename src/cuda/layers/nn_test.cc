@@ -684,6 +684,28 @@ TEST(GemmGpu, Variants) {
   CheckGpu("Gemm", {a, b, RandomTensor({7, 9}, -1, 1, 10)}, attrs(0, 0, 1.f, 0.f));
 }
 
+// float16 A and B writing float32 Y (the builder folds a logits Cast into the
+// product); C / bias is then float32 too.
+TEST(GemmGpu, Float16ProductWritesFloat32) {
+  KILN_REQUIRE_GPU();
+  const Tensor a = RandomTensor({7, 40}, -1, 1, 11).CastTo(DType::kFloat16);
+  const Tensor bt = RandomTensor({24, 40}, -1, 1, 12).CastTo(DType::kFloat16);
+  ir::Attributes attrs;
+  attrs.set("transB", int64_t{1});
+  GpuNodeOptions options;
+  options.output_types = {{DType::kFloat32, ir::ShapeFromDims({7, 24})}};
+  options.constant_inputs = {false, true, true};
+  ExpectGpuMatchesCpu("Gemm", {a, bt, RandomTensor({24}, -1, 1, 13)}, attrs, options, kF16Rtol,
+                      kF16Atol);  // Bias epilogue.
+  ExpectGpuMatchesCpu("Gemm", {a, bt, RandomTensor({7, 24}, -1, 1, 14)}, attrs, options,
+                      kF16Rtol, kF16Atol);  // Full C.
+  ExpectGpuMatchesCpu("Gemm", {a, bt}, attrs, options, kF16Rtol, kF16Atol);
+  // C must have Y's dtype.
+  EXPECT_THROW(RunNodeOnGpu("Gemm", {a, bt, RandomTensor({24}, -1, 1, 15).CastTo(DType::kFloat16)},
+                            attrs, options),
+               Error);
+}
+
 // ---- KilnMatMul ----
 
 void CheckKilnMatMul(const std::vector<int64_t>& a_dims, int64_t n, bool trans_b, bool bias,

@@ -1,9 +1,9 @@
 // KilnConvPool's kernel (conv_pool.h): stride-2 convolution on <= 4 input
 // channels + bias + ReLU? + 3x3 stride-2 max pool, one CTA per tile of
 // pooled pixels. Phases, separated by __syncthreads():
-//   1. stage the packed weights, the K-pair offset table and the CTA's input
-//      patch (converted to float16, 4 channel slots per pixel, zeros outside
-//      the image) in shared memory;
+//   1. stage the packed weights (cp.async), the K-pair offset table and the
+//      CTA's input patch (all loads issued, then converted to float16, 4
+//      channel slots per pixel, zeros outside the image) in shared memory;
 //   2. implicit GEMM with mma.sync m16n8k16: each warp owns two m16 tiles of
 //      convolution positions and all output channels; A fragments are 32-bit
 //      loads from the patch at (position offset + K-pair offset), B fragments
@@ -27,9 +27,12 @@
 namespace kiln::gpu::conv_pool_kernels {
 namespace {
 
+using kernels::CommitAsync;
+using kernels::CopyAsync16;
 using kernels::LdMatrixX4;
 using kernels::Mma;
 using kernels::SharedAddress;
+using kernels::WaitAsync;
 
 constexpr int kMaxPaddedK = (kMaxKernel * kMaxKernel * 4 + 15) / 16 * 16;  // 208
 // Shared row lengths in halves, padded by 16 bytes: the 8 rows an ldmatrix
@@ -46,8 +49,12 @@ struct Plan {
   static constexpr int kMTiles = (kM + 15) / 16;
   static constexpr int kWarps = (kMTiles + 1) / 2;  // Two m16 tiles per warp.
   static constexpr int kThreads = kWarps * 32;
+  // CTAs per SM the register allocation must allow (<= 96 registers for 160
+  // threads): more CTAs overlap one's loads with another's products.
+  static constexpr int kMinBlocks = 4 * 5 / kWarps > 0 ? 4 * 5 / kWarps : 1;
   static constexpr int kPatchRows = 2 * (kConvRows - 1) + kMaxKernel;
   static constexpr int kPatchCols = 2 * (kConvCols - 1) + kMaxKernel;
+  static constexpr int kPatchPixelsPerThread = (kPatchRows * kPatchCols + kThreads - 1) / kThreads;
   // Phases 1-2 hold weights, patch and offsets; phase 3-4 the convolution
   // tile in the same bytes.
   static constexpr size_t kWeightBytes = size_t{kMaxOutputChannels} * kWeightLd * 2;
@@ -77,7 +84,7 @@ __device__ __forceinline__ uint32_t LoadPair(const __half* p) {
 }
 
 template <typename TIn, int kTileY, int kTileX>
-__global__ void __launch_bounds__(Plan<kTileY, kTileX>::kThreads)
+__global__ void __launch_bounds__(Plan<kTileY, kTileX>::kThreads, Plan<kTileY, kTileX>::kMinBlocks)
     ConvPoolKernel(const TIn* __restrict__ x, const __half* __restrict__ weights,
                    const __half* __restrict__ bias, __half* __restrict__ y,
                    const ConvPoolParams p) {
@@ -97,13 +104,17 @@ __global__ void __launch_bounds__(Plan<kTileY, kTileX>::kThreads)
   const int iy0 = 2 * cy0 - p.pad_top, ix0 = 2 * cx0 - p.pad_left;
   const int n_tiles = p.out_c / 8;
 
-  // 1. Weights, K-pair offsets, input patch.
+  // 1. Weights (asynchronous copies, in flight while the patch loads),
+  // K-pair offsets, input patch. Every load of the patch is issued before
+  // any is converted: the CTA waits for one memory latency, not one per
+  // pixel.
   const int row_chunks = p.k_padded / 8;
   for (int i = tid; i < p.out_c * row_chunks; i += P::kThreads) {
     const int r = i / row_chunks, chunk = i - r * row_chunks;
-    *reinterpret_cast<uint4*>(w_s + r * kWeightLd + chunk * 8) =
-        *reinterpret_cast<const uint4*>(weights + r * p.k_padded + chunk * 8);
+    CopyAsync16(SharedAddress(w_s + r * kWeightLd + chunk * 8), weights + r * p.k_padded + chunk * 8,
+                true);
   }
+  CommitAsync();
   for (int q = tid; q < p.k_padded / 2; q += P::kThreads) {
     const int k = 2 * q, tap = k >> 2;
     offset_s[q] = tap < p.kh * p.kw
@@ -112,26 +123,30 @@ __global__ void __launch_bounds__(Plan<kTileY, kTileX>::kThreads)
   }
   const int patch_rows = 2 * (P::kConvRows - 1) + p.kh;
   const int patch_cols = 2 * (P::kConvCols - 1) + p.kw;
-  for (int i = tid; i < patch_rows * patch_cols; i += P::kThreads) {
+  const int patch_pixels = patch_rows * patch_cols;
+  float v[P::kPatchPixelsPerThread][4];
+#pragma unroll
+  for (int u = 0; u < P::kPatchPixelsPerThread; ++u) {
+    const int i = tid + u * P::kThreads;
     const int r = i / patch_cols, col = i - r * patch_cols;
     const int iy = iy0 + r, ix = ix0 + col;
-    const bool inside = iy >= 0 && iy < p.h && ix >= 0 && ix < p.w;
-    float v[4];
+    const bool inside = i < patch_pixels && iy >= 0 && iy < p.h && ix >= 0 && ix < p.w;
 #pragma unroll
-    for (int c = 0; c < 4; ++c) v[c] = inside && c < p.c ? InputValue(x, p, n, c, iy, ix) : 0.f;
-    const __half2 lo = __floats2half2_rn(v[0], v[1]), hi = __floats2half2_rn(v[2], v[3]);
+    for (int c = 0; c < 4; ++c)
+      v[u][c] = inside && c < p.c ? InputValue(x, p, n, c, iy, ix) : 0.f;
+  }
+#pragma unroll
+  for (int u = 0; u < P::kPatchPixelsPerThread; ++u) {
+    const int i = tid + u * P::kThreads;
+    if (i >= patch_pixels) break;
+    const int r = i / patch_cols, col = i - r * patch_cols;
+    const __half2 lo = __floats2half2_rn(v[u][0], v[u][1]), hi = __floats2half2_rn(v[u][2], v[u][3]);
     uint2 packed;
     packed.x = *reinterpret_cast<const uint32_t*>(&lo);
     packed.y = *reinterpret_cast<const uint32_t*>(&hi);
     *reinterpret_cast<uint2*>(patch_s + (r * P::kPatchCols + col) * 4) = packed;
   }
-  float bias_r[8][2];
-#pragma unroll
-  for (int nt = 0; nt < 8; ++nt) {
-    const bool has = bias != nullptr && nt < n_tiles;
-    bias_r[nt][0] = has ? __half2float(bias[nt * 8 + 2 * t]) : 0.f;
-    bias_r[nt][1] = has ? __half2float(bias[nt * 8 + 2 * t + 1]) : 0.f;
-  }
+  WaitAsync<0>();
   __syncthreads();
 
   // 2. Products. Rows past the tile's positions repeat its last one and are
@@ -181,6 +196,13 @@ __global__ void __launch_bounds__(Plan<kTileY, kTileX>::kThreads)
   __syncthreads();  // Everyone is done with weights and patch.
 
   // 3. Bias, ReLU, float16 into the convolution tile.
+  float bias_r[8][2];
+#pragma unroll
+  for (int nt = 0; nt < 8; ++nt) {
+    const bool has = bias != nullptr && nt < n_tiles;
+    bias_r[nt][0] = has ? __half2float(bias[nt * 8 + 2 * t]) : 0.f;
+    bias_r[nt][1] = has ? __half2float(bias[nt * 8 + 2 * t + 1]) : 0.f;
+  }
 #pragma unroll
   for (int mi = 0; mi < 2; ++mi) {
     if (mi == 1 && !second) continue;

@@ -133,10 +133,17 @@ TEST(GpuConvPoolTest, ImageInputNormalizesAsTheNormalizeNode) {
   for (int64_t i = 0; i < images.numel(); ++i)
     images.data<uint8_t>()[i] = static_cast<uint8_t>(noise.data<float>()[i]);
   const std::vector<float> mean = {0.485f, 0.456f, 0.406f}, std = {0.229f, 0.224f, 0.225f};
-  const ir::Attributes norm = Attrs({{"mean", mean}, {"std", std}});
-  // The CPU reference: normalize, round to float16 (the engine's cast), stem.
-  const Tensor x = testing::RunNode("KilnNormalizeImage", {images}, norm)[0]
-                       .CastTo(DType::kFloat16).CastTo(DType::kFloat32);
+  // The CPU reference: (x / 255 - mean) / std (include/kiln/image.h) into
+  // NCHW, rounded to float16 (the engine's cast), then the stem.
+  Tensor normalized(DType::kFloat32, {s.n, s.c, s.hw, s.hw});
+  for (int64_t n = 0; n < s.n; ++n)
+    for (int64_t c = 0; c < s.c; ++c)
+      for (int64_t p = 0; p < s.hw * s.hw; ++p)
+        normalized.data<float>()[(n * s.c + c) * s.hw * s.hw + p] =
+            (static_cast<float>(images.data<uint8_t>()[(n * s.hw * s.hw + p) * s.c + c]) / 255.f -
+             mean[static_cast<size_t>(c)]) /
+            std[static_cast<size_t>(c)];
+  const Tensor x = normalized.CastTo(DType::kFloat16).CastTo(DType::kFloat32);
   const Tensor w16 = RandomTensor({s.k, s.c, 7, 7}, -0.3f, 0.3f, 42).CastTo(DType::kFloat16);
   const Tensor b16 = RandomTensor({s.k}, -0.5f, 0.5f, 43).CastTo(DType::kFloat16);
   const Tensor expected =

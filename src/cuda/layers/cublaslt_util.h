@@ -7,7 +7,6 @@
 
 #include <algorithm>
 #include <array>
-#include <cstdlib>
 #include <cstring>
 #include <cstdint>
 #include <memory>
@@ -22,18 +21,6 @@ namespace kiln::gpu {
 
 inline constexpr size_t kMaxGemmWorkspace = size_t{32} << 20;  // 32 MiB.
 inline constexpr int kMaxGemmTactics = 16;  // Heuristic candidates timed per product.
-
-// Heuristic candidates requested per product: kMaxGemmTactics, or
-// KILN_GEMM_CANDIDATES (1-128) for experiments (a timing cache from one count
-// stays valid with a larger one: the heuristic's order does not change).
-inline int GemmCandidates() {
-  static const int count = [] {
-    const char* env = std::getenv("KILN_GEMM_CANDIDATES");
-    const int v = env && *env ? std::atoi(env) : kMaxGemmTactics;
-    return std::clamp(v, 1, 128);
-  }();
-  return count;
-}
 
 inline cudaDataType_t CudaType(DType d) {
   switch (d) {
@@ -186,12 +173,11 @@ class LtGemm {
     KILN_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(
         pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &align_d, sizeof(align_d)));
 
-    const int candidates = GemmCandidates();
-    std::vector<cublasLtMatmulHeuristicResult_t> results(static_cast<size_t>(candidates));
+    std::vector<cublasLtMatmulHeuristicResult_t> results(kMaxGemmTactics);
     int returned = 0;
     KILN_CUBLAS_CHECK(cublasLtMatmulAlgoGetHeuristic(handle, desc, lt_a_.get(), lt_b_.get(),
                                                      lt_d_.get(), lt_d_.get(), pref,
-                                                     candidates, results.data(), &returned));
+                                                     kMaxGemmTactics, results.data(), &returned));
     for (int i = 0; i < returned; ++i) {
       const cublasLtMatmulHeuristicResult_t& r = results[static_cast<size_t>(i)];
       if (r.state != CUBLAS_STATUS_SUCCESS || r.workspaceSize > kMaxGemmWorkspace) continue;

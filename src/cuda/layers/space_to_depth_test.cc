@@ -434,15 +434,21 @@ TEST(GpuPadSpaceToDepth, StemEnginesMatchCpu) {
       config.log = [](const std::string& line) { std::cout << "    [build] " << line << "\n"; };
       config.verbose = true;
       std::unique_ptr<Engine> engine = Engine::Build(path.string(), config);
-      int s2d_layers = 0, layout_changes = 0, convs = 0;
+      int s2d_layers = 0, layout_changes = 0, convs = 0, conv_pools = 0;
       for (const LayerInfo& l : engine->info().layers) {
         s2d_layers += l.op_type == "KilnPadSpaceToDepth";
         layout_changes += l.op_type == "KilnToNHWC";
         convs += l.op_type == "KilnConv" || l.op_type == "Conv";
+        conv_pools += l.op_type == "KilnConvPool";
       }
-      EXPECT_EQ(s2d_layers, 1);
-      EXPECT_EQ(layout_changes, 0);  // FP16: the cast and NHWC transpose are in the one layer.
-      EXPECT_EQ(convs, 1);
+      // FP16: conv + ReLU + max pool are one KilnConvPool (fuse_conv_pool.h)
+      // reading the float32 input; FP32: the space-to-depth stem, its cast
+      // and padding in one layer, then the convolution and the pool.
+      const bool fp16 = precision == Precision::kFP16;
+      EXPECT_EQ(conv_pools, fp16 ? 1 : 0);
+      EXPECT_EQ(s2d_layers, fp16 ? 0 : 1);
+      EXPECT_EQ(layout_changes, 0);
+      EXPECT_EQ(convs, fp16 ? 0 : 1);
       auto context = engine->CreateContext();
       const Tensor got = context->Run({{"x", x}})[0];
       const double err = MaxRelativeError(got, want);
@@ -486,7 +492,8 @@ TEST(GpuPadSpaceToDepth, StemEnginesWithAnImageInputMatchCpu) {
     EXPECT_EQ(engine->inputs()[0].dims, nhwc);
     int fused_stems = 0, normalize_layers = 0;
     for (const LayerInfo& l : engine->info().layers) {
-      fused_stems += l.op_type == "KilnPadSpaceToDepth" && l.inputs.find("uint8") != std::string::npos;
+      fused_stems += (l.op_type == "KilnPadSpaceToDepth" || l.op_type == "KilnConvPool") &&
+                     l.inputs.find("uint8") != std::string::npos;
       normalize_layers += l.op_type == "KilnNormalizeImage";
     }
     EXPECT_EQ(fused_stems, 1);

@@ -596,6 +596,9 @@ std::vector<Tensor> RunLayer(const std::string& op, const std::vector<gpu::Tenso
     if (d.nbytes()) KILN_CUDA_CHECK(cudaMemset(buffers.back()->ptr, 0xFF, d.nbytes()));
     args.outputs.push_back(buffers.back()->ptr);
   }
+  for (size_t o = 0; o < out_descs.size(); ++o)  // Zero-copy views read their input.
+    if (const int alias = layer->AliasOf(static_cast<int>(o)); alias >= 0)
+      args.outputs[o] = const_cast<void*>(args.inputs[static_cast<size_t>(alias)]);
   layer->Enqueue(args);
   KILN_CUDA_CHECK(cudaStreamSynchronize(nullptr));
   KILN_CUDA_CHECK(cudaGetLastError());
@@ -667,6 +670,19 @@ TEST(GpuTensorLayers, LayoutConversions) {
                          {Desc(DType::kFloat16, {2, 3, 4, 5})})[0];
   ExpectClose(same, x.CastTo(DType::kFloat16), 1e-2);
   EXPECT_TRUE(gpu::GpuLayerRegistry::Global().Find("KilnToRowMajor")->accepts_nhwc);
+  // One pixel per image (a global pool's output), same dtype: a view, no kernel.
+  for (const auto& [dims, view] : {std::pair<Ints, bool>{{2, 5, 1, 1}, true},
+                                   std::pair<Ints, bool>{{2, 5, 3, 3}, false}}) {
+    ir::Graph graph;
+    ir::Value* in = graph.AddValue("in", {DType::kFloat16, ir::ShapeFromDims(dims)});
+    ir::Value* out = graph.AddValue("out", {DType::kFloat16, ir::ShapeFromDims(dims)});
+    ir::Node* node = graph.AddNode("KilnToRowMajor", "layout", {in}, {out});
+    gpu::LayerInit init{*node, {Desc(DType::kFloat16, dims, gpu::Layout::kNHWC)},
+                        {Desc(DType::kFloat16, dims)}, {nullptr}, {}, {}};
+    auto layer = gpu::GpuLayerRegistry::Global().Find("KilnToRowMajor")->create(init);
+    EXPECT_EQ(layer->AliasOf(0), view ? 0 : -1) << DimsToString(dims);
+    EXPECT_EQ(layer->KernelLaunches(), view ? 0 : 1) << DimsToString(dims);
+  }
 }
 
 TEST(GpuTensorLayers, ConcatNhwc) {

@@ -731,7 +731,10 @@ __device__ __forceinline__ const T* SumTermRow(const SumTerms& terms, int k, int
 // float32 for a float16/bfloat16 LayerNorm whose output cast was fused in.
 // With kSum the row is the sum of `terms`' rows (KilnSumLayerNorm) and x is
 // unused.
-template <typename T, typename Y, int kVec, int kChunks, bool kSum>
+// With kParamsFirst each lane loads its scale and bias chunks together with
+// the row, before the two reductions, so their latency is not added after
+// them (more registers, fewer resident warps: a tactic, timed).
+template <typename T, typename Y, int kVec, int kChunks, bool kSum, bool kParamsFirst = false>
 __global__ void __launch_bounds__(128)
     LayerNormWarpKernel(const T* __restrict__ x, const SumTerms terms, const T* __restrict__ scale,
                         const T* __restrict__ bias, Y* __restrict__ y, float* __restrict__ mean_out,
@@ -741,9 +744,20 @@ __global__ void __launch_bounds__(128)
   const int lane = threadIdx.x & 31;
   const int64_t per_block = blockDim.x / 32;
   const int64_t step = static_cast<int64_t>(gridDim.x) * per_block;
+  P early_scale[kParamsFirst ? kChunks : 1], early_bias[kParamsFirst ? kChunks : 1];
   for (int64_t row = static_cast<int64_t>(blockIdx.x) * per_block + threadIdx.x / 32; row < rows;
        row += step) {
     const T* in = x + row * n;
+    if constexpr (kParamsFirst) {
+#pragma unroll
+      for (int c = 0; c < kChunks; ++c) {
+        const int64_t start = (static_cast<int64_t>(c) * 32 + lane) * kVec;
+        if (start < n) {
+          early_scale[c] = *reinterpret_cast<const P*>(scale + start);
+          if (bias != nullptr) early_bias[c] = *reinterpret_cast<const P*>(bias + start);
+        }
+      }
+    }
     const T* term_rows[kMaxSumTerms] = {};
     if constexpr (kSum) {
 #pragma unroll
@@ -803,9 +817,14 @@ __global__ void __launch_bounds__(128)
     for (int c = 0; c < kChunks; ++c) {
       const int64_t start = (static_cast<int64_t>(c) * 32 + lane) * kVec;
       if (start < n) {
-        const P s = *reinterpret_cast<const P*>(scale + start);
-        P b;
-        if (bias != nullptr) b = *reinterpret_cast<const P*>(bias + start);
+        P s, b;
+        if constexpr (kParamsFirst) {
+          s = early_scale[c];
+          b = early_bias[c];
+        } else {
+          s = *reinterpret_cast<const P*>(scale + start);
+          if (bias != nullptr) b = *reinterpret_cast<const P*>(bias + start);
+        }
         Pack<Y, kVec> r;
 #pragma unroll
         for (int i = 0; i < kVec; ++i) {
@@ -878,25 +897,30 @@ __global__ void __launch_bounds__(kNormBlock)
 template <typename T, typename Y, int kVec, bool kSum = false>
 void LaunchLayerNormWarp(int chunks, const T* x, const SumTerms& terms, const T* scale,
                          const T* bias, Y* y, float* mean, float* inv_std, int64_t rows,
-                         int64_t n, float epsilon, cudaStream_t stream) {
+                         int64_t n, float epsilon, cudaStream_t stream,
+                         bool params_first = false) {
   const unsigned grid = GridFor((rows + 3) / 4);
-  auto launch = [&](auto kernel) {
+  auto launch = [&](auto chunk_count) {
+    constexpr int kChunks = decltype(chunk_count)::value;
+    auto kernel = LayerNormWarpKernel<T, Y, kVec, kChunks, kSum, false>;
+    if constexpr (!kSum)
+      if (params_first) kernel = LayerNormWarpKernel<T, Y, kVec, kChunks, kSum, true>;
     LaunchDependent(kernel, dim3(grid), dim3(128), 0, stream, x, terms, scale, bias, y, mean,
                     inv_std, rows, n, epsilon);
   };
   switch (chunks) {
-    case 1: launch(LayerNormWarpKernel<T, Y, kVec, 1, kSum>); break;
-    case 2: launch(LayerNormWarpKernel<T, Y, kVec, 2, kSum>); break;
-    case 3: launch(LayerNormWarpKernel<T, Y, kVec, 3, kSum>); break;
-    case 4: launch(LayerNormWarpKernel<T, Y, kVec, 4, kSum>); break;
-    default: launch(LayerNormWarpKernel<T, Y, kVec, 8, kSum>); break;
+    case 1: launch(std::integral_constant<int, 1>()); break;
+    case 2: launch(std::integral_constant<int, 2>()); break;
+    case 3: launch(std::integral_constant<int, 3>()); break;
+    case 4: launch(std::integral_constant<int, 4>()); break;
+    default: launch(std::integral_constant<int, 8>()); break;
   }
 }
 
 template <typename T, typename Y>
 void LaunchLayerNormAs(const T* in, const T* s, const T* b, Y* out, float* mean, float* inv_std,
                        int64_t rows, int64_t n, float epsilon, const IndexMap& scale_map,
-                       const IndexMap& bias_map, cudaStream_t stream) {
+                       const IndexMap& bias_map, bool params_first, cudaStream_t stream) {
   constexpr int kVec = static_cast<int>(16 / sizeof(T));
   const bool dense = scale_map.rank == 0 && (b == nullptr || bias_map.rank == 0);
   const bool vectorizable = n % kVec == 0 && Aligned16(in) && Aligned16(s) && Aligned16(b) &&
@@ -907,9 +931,10 @@ void LaunchLayerNormAs(const T* in, const T* s, const T* b, Y* out, float* mean,
     const int c = static_cast<int>(chunks);
     if (vectorizable) {
       LaunchLayerNormWarp<T, Y, kVec>(c, in, {}, s, b, out, mean, inv_std, rows, n, epsilon,
-                                      stream);
+                                      stream, params_first);
     } else {
-      LaunchLayerNormWarp<T, Y, 1>(c, in, {}, s, b, out, mean, inv_std, rows, n, epsilon, stream);
+      LaunchLayerNormWarp<T, Y, 1>(c, in, {}, s, b, out, mean, inv_std, rows, n, epsilon, stream,
+                                   params_first);
     }
   } else {
     LaunchDependent(LayerNormBlockKernel<T, Y>, dim3(GridFor(rows)), dim3(kNormBlock), 0, stream,
@@ -1107,7 +1132,7 @@ void LaunchAxisOp(AxisOp op, DType dtype, const void* x, void* y, AxisView v,
 void LaunchLayerNorm(DType dtype, DType out_dtype, const void* x, const void* scale,
                      const void* bias, void* y, float* mean, float* inv_std, int64_t rows,
                      int64_t n, float epsilon, const IndexMap& scale_map,
-                     const IndexMap& bias_map, cudaStream_t stream) {
+                     const IndexMap& bias_map, cudaStream_t stream, bool params_first) {
   KILN_CHECK(out_dtype == dtype || out_dtype == DType::kFloat32, "LayerNorm: output dtype ",
              DTypeName(out_dtype), " for ", DTypeName(dtype), " input (the input's or float32)");
   if (rows == 0) return;
@@ -1118,10 +1143,10 @@ void LaunchLayerNorm(DType dtype, DType out_dtype, const void* x, const void* sc
     const T* b = static_cast<const T*>(bias);
     if (out_dtype == dtype) {
       LaunchLayerNormAs<T, T>(in, s, b, static_cast<T*>(y), mean, inv_std, rows, n, epsilon,
-                              scale_map, bias_map, stream);
+                              scale_map, bias_map, params_first, stream);
     } else {
       LaunchLayerNormAs<T, float>(in, s, b, static_cast<float*>(y), mean, inv_std, rows, n,
-                                  epsilon, scale_map, bias_map, stream);
+                                  epsilon, scale_map, bias_map, params_first, stream);
     }
   });
 }

@@ -70,11 +70,13 @@ void LaunchAxisOp(AxisOp op, DType dtype, const void* x, void* y, AxisView view,
 // values in row order when the maps have rank 0; otherwise element k of a row
 // reads scale[map(k)] (broadcast parameters, stride 0 on broadcast dims).
 // bias may be nullptr; mean/inv_std (float32, one per row) may be nullptr.
-// y has out_dtype: x's dtype, or float32 (a fused output cast).
+// y has out_dtype: x's dtype, or float32 (a fused output cast). params_first:
+// the one-warp-per-row kernel loads scale and bias with the row, before its
+// reductions (a tactic of the LayerNorm layer).
 void LaunchLayerNorm(DType dtype, DType out_dtype, const void* x, const void* scale,
                      const void* bias, void* y, float* mean, float* inv_std, int64_t rows,
                      int64_t n, float epsilon, const IndexMap& scale_map,
-                     const IndexMap& bias_map, cudaStream_t stream);
+                     const IndexMap& bias_map, cudaStream_t stream, bool params_first = false);
 
 // KilnSumLayerNorm (src/builder/fuse_layernorm.h): LayerNorm of rows that are
 // sums of terms. Output row r adds, for each term k, its row r % periods[k]

@@ -276,10 +276,20 @@ class LayerNormLayer : public Layer {
                          : nullptr;
     kernels::LaunchLayerNorm(dtype_, out_dtype_, args.inputs[0], args.inputs[1],
                              has_bias_ ? args.inputs[2] : nullptr, args.outputs[0], mean, inv_std,
-                             rows_, n_, epsilon_, scale_map_, bias_map_, args.stream);
+                             rows_, n_, epsilon_, scale_map_, bias_map_, args.stream,
+                             params_first_);
   }
+  // Tactic 1 loads scale and bias before the row's reductions
+  // (kernels::LaunchLayerNorm's params_first).
+  int NumTactics() const override { return 2; }
+  void SetTactic(int tactic) override {
+    KILN_CHECK(tactic == 0 || tactic == 1, "LayerNorm tactic ", tactic, " out of range");
+    params_first_ = tactic == 1;
+  }
+  std::string TacticName() const override { return params_first_ ? "params_first" : "default"; }
 
  private:
+  bool params_first_ = false;
   DType dtype_, out_dtype_;
   int64_t rows_, n_;
   float epsilon_;

@@ -414,9 +414,10 @@ std::unique_ptr<Layer> MakeLayoutConversion(const LayerInit& init, bool to_nhwc)
   }
   const DType in_dtype = in.dtype, out_dtype = out.dtype;
   auto layer = std::make_unique<TensorLayer>();
-  // Same dtype and the same bytes in both orders (one pixel per image, e.g.
-  // a global pool's [N, C, 1, 1], or one channel): a zero-copy view.
-  if (in_dtype == out_dtype && (b == 1 || r == 1 || c == 1)) {
+  // Same dtype and the same bytes in both orders ([b, r, c] -> [b, c, r]
+  // moves nothing when r or c is 1: one pixel per image, e.g. a global pool's
+  // [N, C, 1, 1], or one channel): a zero-copy view.
+  if (in_dtype == out_dtype && (r == 1 || c == 1)) {
     layer->aliases = {0};
     layer->launches = 0;
     return layer;

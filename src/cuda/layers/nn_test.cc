@@ -706,6 +706,20 @@ TEST(GemmGpu, Float16ProductWritesFloat32) {
                Error);
 }
 
+// A product large enough (>= 4 GFLOP) for the tile and cluster variants of
+// cuBLASLt's algorithms (cublaslt_util.h): every tactic against the CPU.
+TEST(GemmGpu, LargeProductTileVariants) {
+  KILN_REQUIRE_GPU();
+  const Tensor a = RandomTensor({2048, 1024}, -1, 1, 21).CastTo(DType::kFloat16);
+  const Tensor bt = RandomTensor({1024, 1024}, -1, 1, 22).CastTo(DType::kFloat16);
+  ir::Attributes attrs;
+  attrs.set("transB", int64_t{1});
+  GpuNodeOptions options;
+  options.constant_inputs = {false, true, true};
+  ExpectGpuMatchesCpu("Gemm", {a, bt, RandomTensor({1024}, -1, 1, 23).CastTo(DType::kFloat16)},
+                      attrs, options, kF16Rtol, 0.1);
+}
+
 // ---- KilnMatMul ----
 
 void CheckKilnMatMul(const std::vector<int64_t>& a_dims, int64_t n, bool trans_b, bool bias,

@@ -184,7 +184,6 @@ class LtGemm {
       tactics_.push_back(r);
     }
     AddSplitKVariants(handle);
-    AddTileVariants(handle);
     KILN_LAYER_CHECK(init, !tactics_.empty(), "cuBLASLt has no algorithm for m=", shape.m,
                      " n=", shape.n, " k=", shape.k, " batch=", shape.batch, " (",
                      DTypeName(dtype), ")");
@@ -210,15 +209,8 @@ class LtGemm {
       return v;
     };
     const int64_t splits = attr(CUBLASLT_ALGO_CONFIG_SPLITK_NUM);
-    uint16_t cluster = 0;
-    size_t cluster_written = 0;
-    const bool has_cluster = cublasLtMatmulAlgoConfigGetAttribute(
-                                 &algo, CUBLASLT_ALGO_CONFIG_CLUSTER_SHAPE_ID, &cluster,
-                                 sizeof(cluster), &cluster_written) == CUBLAS_STATUS_SUCCESS &&
-                             cluster > CUBLASLT_CLUSTER_SHAPE_AUTO;
     return StrCat("lt_algo", attr(CUBLASLT_ALGO_CONFIG_ID), "_tile", attr(CUBLASLT_ALGO_CONFIG_TILE_ID),
-                  "_stages", attr(CUBLASLT_ALGO_CONFIG_STAGES_ID),
-                  has_cluster ? StrCat("_cluster", cluster) : std::string(), "_splitk", splits,
+                  "_stages", attr(CUBLASLT_ALGO_CONFIG_STAGES_ID), "_splitk", splits,
                   splits > 1 ? StrCat("_red", attr(CUBLASLT_ALGO_CONFIG_REDUCTION_SCHEME)) : "",
                   "#", current_);
   }
@@ -312,64 +304,6 @@ class LtGemm {
         }
       }
     }
-  }
-
-  // Thread-block-cluster and tile variants of the heuristic's picks, for
-  // large products: the heuristic ranks configurations by a model, and for
-  // BERT's attention output projection (16384 x 768 x 768 at batch 128, a
-  // short K) its picks reach ~410 TFLOP/s against ~630 for the layers
-  // around it. Variants: each of the first heuristic algorithms with explicit
-  // cluster shapes, and the first with every tile the heuristic proposed.
-  // cublasLtMatmulAlgoCheck vets each; timing picks. Small products skip
-  // this (build time; they are launch-bound anyway).
-  void AddTileVariants(cublasLtHandle_t handle) {
-    constexpr double kMinFlops = 4e9;
-    constexpr size_t kBases = 4, kMaxVariants = 48;
-    const double batches =
-        static_cast<double>(shape_.loop.empty() ? shape_.batch : static_cast<int64_t>(shape_.loop.size()));
-    const double flops = 2.0 * static_cast<double>(shape_.m) * static_cast<double>(shape_.n) *
-                         static_cast<double>(shape_.k) * batches;
-    if (flops < kMinFlops || tactics_.empty()) return;
-    const size_t heuristic = std::min(tactics_.size(), static_cast<size_t>(kMaxGemmTactics));
-    std::vector<uint32_t> tiles;
-    for (size_t i = 0; i < heuristic; ++i) {
-      uint32_t tile = 0;
-      size_t written = 0;
-      if (cublasLtMatmulAlgoConfigGetAttribute(&tactics_[i].algo, CUBLASLT_ALGO_CONFIG_TILE_ID, &tile,
-                                               sizeof(tile), &written) == CUBLAS_STATUS_SUCCESS &&
-          std::find(tiles.begin(), tiles.end(), tile) == tiles.end())
-        tiles.push_back(tile);
-    }
-    const uint16_t clusters[] = {CUBLASLT_CLUSTER_SHAPE_1x1x1, CUBLASLT_CLUSTER_SHAPE_2x1x1,
-                                 CUBLASLT_CLUSTER_SHAPE_1x2x1, CUBLASLT_CLUSTER_SHAPE_2x2x1};
-    std::vector<cublasLtMatmulHeuristicResult_t> variants;
-    auto try_variant = [&](const cublasLtMatmulAlgo_t& base, const uint32_t* tile,
-                           uint16_t cluster) {
-      if (variants.size() == kMaxVariants) return;
-      cublasLtMatmulHeuristicResult_t v{};
-      v.algo = base;
-      if ((tile && cublasLtMatmulAlgoConfigSetAttribute(&v.algo, CUBLASLT_ALGO_CONFIG_TILE_ID, tile,
-                                                        sizeof(*tile)) != CUBLAS_STATUS_SUCCESS) ||
-          cublasLtMatmulAlgoConfigSetAttribute(&v.algo, CUBLASLT_ALGO_CONFIG_CLUSTER_SHAPE_ID,
-                                               &cluster, sizeof(cluster)) != CUBLAS_STATUS_SUCCESS)
-        return;
-      if (cublasLtMatmulAlgoCheck(handle, desc_.get(), lt_a_.get(), lt_b_.get(), lt_d_.get(),
-                                  lt_d_.get(), &v.algo, &v) != CUBLAS_STATUS_SUCCESS ||
-          v.state != CUBLAS_STATUS_SUCCESS || v.workspaceSize > kMaxGemmWorkspace)
-        return;
-      auto same = [&](const cublasLtMatmulHeuristicResult_t& t) {
-        return std::memcmp(&t.algo, &v.algo, sizeof(v.algo)) == 0;
-      };
-      if (std::any_of(tactics_.begin(), tactics_.end(), same) ||
-          std::any_of(variants.begin(), variants.end(), same))
-        return;
-      variants.push_back(v);
-    };
-    for (size_t i = 0; i < std::min(heuristic, kBases); ++i)
-      for (uint16_t cluster : clusters) try_variant(tactics_[i].algo, nullptr, cluster);
-    for (uint32_t tile : tiles)
-      for (uint16_t cluster : clusters) try_variant(tactics_[0].algo, &tile, cluster);
-    tactics_.insert(tactics_.end(), variants.begin(), variants.end());
   }
 
   static MatrixLayout MakeLayout(cudaDataType_t type, uint64_t rows, uint64_t cols, int64_t ld,

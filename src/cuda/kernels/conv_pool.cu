@@ -66,16 +66,21 @@ struct Plan {
   static_assert(kBytes <= 48 * 1024, "static shared memory limit");
 };
 
-// Input value (c, iy, ix) of image n as float: NCHW float32/float16, or a
+// The channels of input pixel (iy, ix) of image n as floats (0 past p.c):
+// NCHW float32/float16 (`plane` = H * W elements between channels), or a
 // uint8 NHWC image pixel normalized exactly as the normalize kernel does.
 template <typename TIn>
-__device__ __forceinline__ float InputValue(const TIn* __restrict__ x, const ConvPoolParams& p,
-                                            int n, int c, int iy, int ix) {
+__device__ __forceinline__ void LoadPixel(const TIn* __restrict__ x, const ConvPoolParams& p,
+                                          int n, int iy, int ix, int64_t plane, float (&v)[4]) {
   if constexpr (std::is_same_v<TIn, uint8_t>) {
-    const uint8_t v = x[((static_cast<int64_t>(n) * p.h + iy) * p.w + ix) * p.c + c];
-    return NormalizeImageValue(v, p.normalize.mean[c], p.normalize.std[c]);
+    const uint8_t* px = x + ((static_cast<int64_t>(n) * p.h + iy) * p.w + ix) * p.c;
+#pragma unroll
+    for (int c = 0; c < 4; ++c)
+      v[c] = c < p.c ? NormalizeImageValue(px[c], p.normalize.mean[c], p.normalize.std[c]) : 0.f;
   } else {
-    return ToFloat(x[((static_cast<int64_t>(n) * p.c + c) * p.h + iy) * p.w + ix]);
+    const TIn* px = x + static_cast<int64_t>(n) * p.c * plane + static_cast<int64_t>(iy) * p.w + ix;
+#pragma unroll
+    for (int c = 0; c < 4; ++c) v[c] = c < p.c ? ToFloat(px[c * plane]) : 0.f;
   }
 }
 
@@ -83,7 +88,7 @@ __device__ __forceinline__ uint32_t LoadPair(const __half* p) {
   return *reinterpret_cast<const uint32_t*>(p);
 }
 
-template <typename TIn, int kTileY, int kTileX>
+template <typename TIn, int kTileY, int kTileX, int kNTiles>
 __global__ void __launch_bounds__(Plan<kTileY, kTileX>::kThreads, Plan<kTileY, kTileX>::kMinBlocks)
     ConvPoolKernel(const TIn* __restrict__ x, const __half* __restrict__ weights,
                    const __half* __restrict__ bias, __half* __restrict__ y,
@@ -102,7 +107,7 @@ __global__ void __launch_bounds__(Plan<kTileY, kTileX>::kThreads, Plan<kTileY, k
   // Top-left convolution position of the tile, and its first input pixel.
   const int cy0 = 2 * py0 - p.pool_pad_top, cx0 = 2 * px0 - p.pool_pad_left;
   const int iy0 = 2 * cy0 - p.pad_top, ix0 = 2 * cx0 - p.pad_left;
-  const int n_tiles = p.out_c / 8;
+  constexpr int n_tiles = kNTiles;  // Output channels / 8.
 
   // 1. Weights (asynchronous copies, in flight while the patch loads),
   // K-pair offsets, input patch. Every load of the patch is issued before
@@ -121,30 +126,31 @@ __global__ void __launch_bounds__(Plan<kTileY, kTileX>::kThreads, Plan<kTileY, k
                       ? ((tap / p.kw) * P::kPatchCols + tap % p.kw) * 4 + (k & 3)
                       : -1;  // Padded K: A is 0 there (the weights are too).
   }
-  const int patch_rows = 2 * (P::kConvRows - 1) + p.kh;
-  const int patch_cols = 2 * (P::kConvCols - 1) + p.kw;
-  const int patch_pixels = patch_rows * patch_cols;
+  // The patch for the largest kernel (a smaller one reads a part of it):
+  // compile-time sizes, so the index arithmetic is multiplications.
+  constexpr int kPatchPixels = P::kPatchRows * P::kPatchCols;
+  const int64_t plane = static_cast<int64_t>(p.h) * p.w;
   float v[P::kPatchPixelsPerThread][4];
 #pragma unroll
   for (int u = 0; u < P::kPatchPixelsPerThread; ++u) {
     const int i = tid + u * P::kThreads;
-    const int r = i / patch_cols, col = i - r * patch_cols;
+    const int r = i / P::kPatchCols, col = i - r * P::kPatchCols;
     const int iy = iy0 + r, ix = ix0 + col;
-    const bool inside = i < patch_pixels && iy >= 0 && iy < p.h && ix >= 0 && ix < p.w;
-#pragma unroll
-    for (int c = 0; c < 4; ++c)
-      v[u][c] = inside && c < p.c ? InputValue(x, p, n, c, iy, ix) : 0.f;
+    if (i < kPatchPixels && iy >= 0 && iy < p.h && ix >= 0 && ix < p.w) {
+      LoadPixel(x, p, n, iy, ix, plane, v[u]);
+    } else {
+      v[u][0] = v[u][1] = v[u][2] = v[u][3] = 0.f;
+    }
   }
 #pragma unroll
   for (int u = 0; u < P::kPatchPixelsPerThread; ++u) {
     const int i = tid + u * P::kThreads;
-    if (i >= patch_pixels) break;
-    const int r = i / patch_cols, col = i - r * patch_cols;
+    if (i >= kPatchPixels) break;
     const __half2 lo = __floats2half2_rn(v[u][0], v[u][1]), hi = __floats2half2_rn(v[u][2], v[u][3]);
     uint2 packed;
     packed.x = *reinterpret_cast<const uint32_t*>(&lo);
     packed.y = *reinterpret_cast<const uint32_t*>(&hi);
-    *reinterpret_cast<uint2*>(patch_s + (r * P::kPatchCols + col) * 4) = packed;
+    *reinterpret_cast<uint2*>(patch_s + i * 4) = packed;  // Row-major [kPatchRows][kPatchCols].
   }
   WaitAsync<0>();
   __syncthreads();
@@ -260,9 +266,17 @@ void Launch(const void* x, const void* weights, const void* bias, void* y,
             const ConvPoolParams& p, cudaStream_t stream) {
   using P = Plan<kTileY, kTileX>;
   const dim3 grid((p.pool_w + kTileX - 1) / kTileX, (p.pool_h + kTileY - 1) / kTileY, p.n);
-  ConvPoolKernel<TIn, kTileY, kTileX><<<grid, P::kThreads, 0, stream>>>(
-      static_cast<const TIn*>(x), static_cast<const __half*>(weights),
-      static_cast<const __half*>(bias), static_cast<__half*>(y), p);
+  auto launch = [&](auto n_tiles) {
+    ConvPoolKernel<TIn, kTileY, kTileX, decltype(n_tiles)::value><<<grid, P::kThreads, 0, stream>>>(
+        static_cast<const TIn*>(x), static_cast<const __half*>(weights),
+        static_cast<const __half*>(bias), static_cast<__half*>(y), p);
+  };
+  switch (p.out_c / 8) {  // Multiples of 16 channels (LaunchConvPool checks).
+    case 2: launch(std::integral_constant<int, 2>()); break;
+    case 4: launch(std::integral_constant<int, 4>()); break;
+    case 6: launch(std::integral_constant<int, 6>()); break;
+    default: launch(std::integral_constant<int, 8>()); break;
+  }
 }
 
 template <typename TIn>

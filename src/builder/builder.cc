@@ -18,6 +18,7 @@
 #include "builder/fuse_layernorm.h"
 #include "builder/image_input.h"
 #include "builder/lower.h"
+#include "builder/tactic_choice.h"
 #include "cuda/buffers.h"
 #include "cuda/cuda_check.h"
 #include "cuda/device.h"
@@ -105,9 +106,14 @@ using cuda::DeviceBuffer;
 // a 10 us kernel at batch 1) is not counted, as it is not in a graph replay.
 // Timing each enqueue between two events on an idle stream counted it and
 // preferred cheap-to-launch non-tensor-core algorithms at small batch.
-// Returns `iterations` samples in ms per enqueue (after two warm-ups).
-std::vector<float> TimeEnqueues(gpu::Layer& layer, gpu::LaunchArgs& args, cudaStream_t stream,
-                                cudaEvent_t start, cudaEvent_t stop, int iterations) {
+// Returns `iterations` samples in ms per enqueue (after two warm-ups) and
+// the kernel nodes one enqueue adds to the graph.
+struct EnqueueTimings {
+  std::vector<float> samples;
+  int kernels = 0;
+};
+EnqueueTimings TimeEnqueues(gpu::Layer& layer, gpu::LaunchArgs& args, cudaStream_t stream,
+                            cudaEvent_t start, cudaEvent_t stop, int iterations) {
   auto time_once = [&](const std::function<void()>& launch) {
     KILN_CUDA_CHECK(cudaEventRecord(start, stream));
     launch();
@@ -134,22 +140,36 @@ std::vector<float> TimeEnqueues(gpu::Layer& layer, gpu::LaunchArgs& args, cudaSt
     throw;
   }
   KILN_CUDA_CHECK(cudaStreamEndCapture(stream, &graph));
+  EnqueueTimings timings;
+  size_t node_count = 0;
+  cudaError_t counted = cudaGraphGetNodes(graph, nullptr, &node_count);
+  std::vector<cudaGraphNode_t> nodes(node_count);
+  if (counted == cudaSuccess && node_count)
+    counted = cudaGraphGetNodes(graph, nodes.data(), &node_count);
+  int kernel_nodes = 0;
+  for (size_t i = 0; counted == cudaSuccess && i < node_count; ++i) {
+    cudaGraphNodeType type;
+    if (cudaGraphNodeGetType(nodes[i], &type) == cudaSuccess && type == cudaGraphNodeTypeKernel)
+      ++kernel_nodes;
+  }
   cudaGraphExec_t exec = nullptr;
   const cudaError_t instantiated = cudaGraphInstantiate(&exec, graph, 0);
   cudaGraphDestroy(graph);
+  KILN_CUDA_CHECK(counted);
   KILN_CUDA_CHECK(instantiated);
-  std::vector<float> samples;
+  timings.kernels = kernel_nodes / reps;
   try {
     KILN_CUDA_CHECK(cudaGraphLaunch(exec, stream));  // Warm-up replay.
     for (int it = 0; it < iterations; ++it) {
-      samples.push_back(time_once([&] { KILN_CUDA_CHECK(cudaGraphLaunch(exec, stream)); }) / reps);
+      timings.samples.push_back(
+          time_once([&] { KILN_CUDA_CHECK(cudaGraphLaunch(exec, stream)); }) / reps);
     }
   } catch (...) {
     cudaGraphExecDestroy(exec);
     throw;
   }
   cudaGraphExecDestroy(exec);
-  return samples;
+  return timings;
 }
 
 // Times each tactic of `layer` on its real shapes with non-zero data and
@@ -189,20 +209,16 @@ std::pair<int, double> TimeTactics(gpu::Layer& layer, const gpu::LayerInit& init
   cudaEvent_t start, stop;
   KILN_CUDA_CHECK(cudaEventCreate(&start));
   KILN_CUDA_CHECK(cudaEventCreate(&stop));
-  int best = -1;
-  double best_ms = 0;
+  std::vector<builder::TimedTactic> timed;
   for (int t = 0; t < layer.NumTactics(); ++t) {
     try {
       layer.SetTactic(t);
       DeviceBuffer workspace(layer.WorkspaceBytes());
       args.workspace = workspace.ptr;
-      std::vector<float> samples = TimeEnqueues(layer, args, stream, start, stop, iterations);
+      EnqueueTimings timings = TimeEnqueues(layer, args, stream, start, stop, iterations);
+      std::vector<float>& samples = timings.samples;
       std::sort(samples.begin(), samples.end());
-      double median = samples[samples.size() / 2];
-      if (best < 0 || median < best_ms) {
-        best = t;
-        best_ms = median;
-      }
+      timed.push_back({t, samples[samples.size() / 2], timings.kernels});
     } catch (const Error& e) {
       cudaGetLastError();
       if (log) log(StrCat("  ", init.node.name, ": tactic ", t, " (", layer.TacticName(), ") failed: ", e.what()));
@@ -211,7 +227,11 @@ std::pair<int, double> TimeTactics(gpu::Layer& layer, const gpu::LayerInit& init
   cudaEventDestroy(start);
   cudaEventDestroy(stop);
   cudaStreamDestroy(stream);
+  const int best = builder::ChooseTactic(timed);
   KILN_CHECK(best >= 0, init.node.Describe(), ": every tactic failed on the GPU");
+  double best_ms = 0;
+  for (const builder::TimedTactic& t : timed)
+    if (t.index == best) best_ms = t.median_ms;
   return {best, best_ms};
 }
 

@@ -141,23 +141,16 @@ EnqueueTimings TimeEnqueues(gpu::Layer& layer, gpu::LaunchArgs& args, cudaStream
   }
   KILN_CUDA_CHECK(cudaStreamEndCapture(stream, &graph));
   EnqueueTimings timings;
-  size_t node_count = 0;
-  cudaError_t counted = cudaGraphGetNodes(graph, nullptr, &node_count);
-  std::vector<cudaGraphNode_t> nodes(node_count);
-  if (counted == cudaSuccess && node_count)
-    counted = cudaGraphGetNodes(graph, nodes.data(), &node_count);
-  int kernel_nodes = 0;
-  for (size_t i = 0; counted == cudaSuccess && i < node_count; ++i) {
-    cudaGraphNodeType type;
-    if (cudaGraphNodeGetType(nodes[i], &type) == cudaSuccess && type == cudaGraphNodeTypeKernel)
-      ++kernel_nodes;
+  try {
+    timings.kernels = cuda::CountKernelNodes(graph) / reps;
+  } catch (...) {
+    cudaGraphDestroy(graph);
+    throw;
   }
   cudaGraphExec_t exec = nullptr;
   const cudaError_t instantiated = cudaGraphInstantiate(&exec, graph, 0);
   cudaGraphDestroy(graph);
-  KILN_CUDA_CHECK(counted);
   KILN_CUDA_CHECK(instantiated);
-  timings.kernels = kernel_nodes / reps;
   try {
     KILN_CUDA_CHECK(cudaGraphLaunch(exec, stream));  // Warm-up replay.
     for (int it = 0; it < iterations; ++it) {

@@ -1,6 +1,7 @@
 #include "cuda/device.h"
 
 #include <cmath>
+#include <vector>
 
 #include "cuda/cuda_check.h"
 
@@ -48,6 +49,20 @@ void FillNaN(float* data, size_t count, void* stream) {
   unsigned blocks = static_cast<unsigned>((count + kThreads - 1) / kThreads);
   FillNaNKernel<<<blocks, kThreads, 0, static_cast<cudaStream_t>(stream)>>>(data, count);
   KILN_CUDA_CHECK(cudaGetLastError());
+}
+
+int CountKernelNodes(CUgraph_st* graph) {
+  size_t count = 0;
+  KILN_CUDA_CHECK(cudaGraphGetNodes(graph, nullptr, &count));
+  std::vector<cudaGraphNode_t> nodes(count);
+  if (count) KILN_CUDA_CHECK(cudaGraphGetNodes(graph, nodes.data(), &count));
+  int kernels = 0;
+  for (cudaGraphNode_t node : nodes) {
+    cudaGraphNodeType type;
+    KILN_CUDA_CHECK(cudaGraphNodeGetType(node, &type));
+    if (type == cudaGraphNodeTypeKernel) ++kernels;
+  }
+  return kernels;
 }
 
 }  // namespace kiln::cuda

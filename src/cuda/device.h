@@ -4,6 +4,8 @@
 #include <cstddef>
 #include <string>
 
+struct CUgraph_st;  // cudaGraph_t, without the CUDA headers.
+
 namespace kiln::cuda {
 
 struct DeviceInfo {
@@ -25,5 +27,9 @@ DeviceInfo QueryDevice(int ordinal = 0);
 // Fills `count` floats at device pointer `data` with NaN on `stream`
 // (outputs are poisoned before correctness checks).
 void FillNaN(float* data, size_t count, void* stream);
+
+// Kernel nodes in a captured CUDA Graph: the kernel launches of one replay
+// (the builder's tactic choice and kiln bench's launch count).
+int CountKernelNodes(CUgraph_st* graph);
 
 }  // namespace kiln::cuda

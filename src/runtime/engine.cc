@@ -9,6 +9,7 @@
 #include <unordered_set>
 
 #include "cuda/cuda_check.h"
+#include "cuda/device.h"
 #include "cuda/library_check.h"
 #include "ops/registry.h"
 #include "runtime/engine_impl.h"
@@ -573,17 +574,7 @@ void ExecutionContext::EnqueueGraph(const std::vector<const void*>& inputs,
     if (!updated) KILN_CUDA_CHECK(cudaGraphInstantiate(&c.graph_exec, graph, 0));
     if (c.graph) KILN_CUDA_CHECK(cudaGraphDestroy(c.graph));
     c.graph = graph;
-    size_t count = 0;
-    KILN_CUDA_CHECK(cudaGraphGetNodes(graph, nullptr, &count));
-    std::vector<cudaGraphNode_t> graph_nodes(count);
-    if (count) KILN_CUDA_CHECK(cudaGraphGetNodes(graph, graph_nodes.data(), &count));
-    int kernels = 0;
-    for (cudaGraphNode_t node : graph_nodes) {
-      cudaGraphNodeType type;
-      KILN_CUDA_CHECK(cudaGraphNodeGetType(node, &type));
-      if (type == cudaGraphNodeTypeKernel) ++kernels;
-    }
-    c.graph_kernel_nodes = kernels;
+    c.graph_kernel_nodes = cuda::CountKernelNodes(graph);
     c.graph_inputs = inputs;
     c.graph_outputs = outputs;
   }

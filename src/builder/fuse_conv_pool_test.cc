@@ -81,8 +81,8 @@ TEST(FuseConvPool, StemBecomesOneNodeWithPackedWeights) {
   for (int64_t k = 0; k < 64; ++k)
     for (int64_t i = 0; i < k_padded; ++i) {
       const int64_t tap = i / 4, c = i % 4;
-      const float want = tap < 49 && c < 3 ? w.data<float>()[((k * 3 + c) * 7 + tap / 7) * 7 + tap % 7]
-                                           : 0.f;
+      const float want =
+          tap < 49 && c < 3 ? w.data<float>()[((k * 3 + c) * 7 + tap / 7) * 7 + tap % 7] : 0.f;
       ASSERT_EQ(packed.data<float>()[k * k_padded + i], want) << "k " << k << " i " << i;
     }
   sg.g.Validate();

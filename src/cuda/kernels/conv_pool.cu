@@ -116,8 +116,8 @@ __global__ void __launch_bounds__(Plan<kTileY, kTileX>::kThreads, Plan<kTileY, k
   const int row_chunks = p.k_padded / 8;
   for (int i = tid; i < p.out_c * row_chunks; i += P::kThreads) {
     const int r = i / row_chunks, chunk = i - r * row_chunks;
-    CopyAsync16(SharedAddress(w_s + r * kWeightLd + chunk * 8), weights + r * p.k_padded + chunk * 8,
-                true);
+    CopyAsync16(SharedAddress(w_s + r * kWeightLd + chunk * 8),
+                weights + r * p.k_padded + chunk * 8, true);
   }
   CommitAsync();
   for (int q = tid; q < p.k_padded / 2; q += P::kThreads) {
@@ -146,7 +146,8 @@ __global__ void __launch_bounds__(Plan<kTileY, kTileX>::kThreads, Plan<kTileY, k
   for (int u = 0; u < P::kPatchPixelsPerThread; ++u) {
     const int i = tid + u * P::kThreads;
     if (i >= kPatchPixels) break;
-    const __half2 lo = __floats2half2_rn(v[u][0], v[u][1]), hi = __floats2half2_rn(v[u][2], v[u][3]);
+    const __half2 lo = __floats2half2_rn(v[u][0], v[u][1]);
+    const __half2 hi = __floats2half2_rn(v[u][2], v[u][3]);
     uint2 packed;
     packed.x = *reinterpret_cast<const uint32_t*>(&lo);
     packed.y = *reinterpret_cast<const uint32_t*>(&hi);

@@ -33,13 +33,6 @@ gpu::TensorDesc DescOf(const Tensor& t) {
 
 using cuda::DeviceBuffer;
 
-// [N, H, W, C] in memory -> the same tensor as [N, C, H, W] (the CPU Transpose).
-Tensor NhwcToNchw(const Tensor& t) {
-  ir::Attributes attrs;
-  attrs.set("perm", std::vector<int64_t>{0, 3, 1, 2});
-  return RunNode("Transpose", {t}, attrs)[0];
-}
-
 Tensor ToFloat32IfHalf(const Tensor& t) {
   if (t.defined() && (t.dtype() == DType::kFloat16 || t.dtype() == DType::kBFloat16))
     return t.CastTo(DType::kFloat32);

@@ -42,6 +42,18 @@ std::vector<Tensor> RunNode(const std::string& op_type, const std::vector<Tensor
   return executor.Run(feeds);
 }
 
+Tensor NchwToNhwc(const Tensor& t) {
+  ir::Attributes attrs;
+  attrs.set("perm", std::vector<int64_t>{0, 2, 3, 1});
+  return RunNode("Transpose", {t}, attrs)[0];
+}
+
+Tensor NhwcToNchw(const Tensor& t) {
+  ir::Attributes attrs;
+  attrs.set("perm", std::vector<int64_t>{0, 3, 1, 2});
+  return RunNode("Transpose", {t}, attrs)[0];
+}
+
 Tensor RandomTensor(std::vector<int64_t> dims, float lo, float hi, uint32_t seed) {
   Tensor t(DType::kFloat32, std::move(dims));
   std::mt19937 rng(seed);

@@ -19,6 +19,11 @@ std::vector<Tensor> RunNode(const std::string& op_type, const std::vector<Tensor
                             const ir::Attributes& attrs = {}, int num_outputs = 1,
                             int opset = 17, const std::vector<bool>& constant_inputs = {});
 
+// A rank-4 tensor's NCHW <-> NHWC memory order on the CPU (Transpose): dims
+// [N, C, H, W] -> [N, H, W, C] and back.
+Tensor NchwToNhwc(const Tensor& t);
+Tensor NhwcToNchw(const Tensor& t);
+
 // Deterministic uniform random float32 tensor in [lo, hi).
 Tensor RandomTensor(std::vector<int64_t> dims, float lo = -1.f, float hi = 1.f,
                     uint32_t seed = 1);

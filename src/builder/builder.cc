@@ -377,10 +377,9 @@ std::string LowerGraph(ir::Graph& graph, std::unordered_map<const ir::Value*, gp
                  options.conv_layout == "nchw",
              "unknown convolution layout '", options.conv_layout, "' (auto, nhwc or nchw)");
   // The fused stem writes float16 NHWC; before ConvSpaceToDepth takes its conv.
-  // KILN_CONV_POOL=0 keeps the unfused stem (for A/B measurements).
-  const char* conv_pool_env = std::getenv("KILN_CONV_POOL");
-  const bool conv_pool = !(conv_pool_env && std::string(conv_pool_env) == "0");
-  int conv_pools = low == DType::kFloat16 && nhwc && conv_pool ? builder::FuseConvPool(graph) : 0;
+  int conv_pools = low == DType::kFloat16 && nhwc && options.conv_pool_stems
+                       ? builder::FuseConvPool(graph)
+                       : 0;
   int stems = builder::ConvSpaceToDepth(graph);  // Before the epilogue fusion: bias/ReLU fuse into the new conv.
   int fused_conv = builder::FuseConvEpilogues(graph);
   int fused_gemm = builder::FuseGemmEpilogues(graph);
@@ -435,6 +434,9 @@ std::unique_ptr<Engine> Engine::Build(const std::string& onnx_path, const BuildC
   lowering.image_input = config.image_input;
   lowering.frozen_inputs = config.frozen_inputs;
   lowering.shapes = config.shapes;
+  // KILN_CONV_POOL=0: the unfused stem, for A/B runs.
+  const char* conv_pool_env = std::getenv("KILN_CONV_POOL");
+  lowering.conv_pool_stems = !(conv_pool_env && std::string(conv_pool_env) == "0");
   const bool dynamic = !config.profiles.empty();
   if (!dynamic) {
     impl->graph = onnx_import::ImportModelFile(onnx_path);

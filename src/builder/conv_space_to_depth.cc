@@ -90,12 +90,9 @@ bool RewriteConv(ir::Graph& graph, ir::Node* conv) {
   if (C < 1 || C > kSpaceToDepthMaxInputChannels || weights.dim(1) != C) return false;
   if (kh < kBlock || kw < kBlock) return false;
 
-  std::optional<nn::WindowGeometry> geometry;
-  try {
-    geometry = nn::ComputeWindowGeometry(attrs, {H, W}, {kh, kw}, false);
-  } catch (const Error&) {
-    return false;  // Inconsistent attributes: leave the node for the normal error path.
-  }
+  const std::optional<nn::WindowGeometry> geometry =
+      TryWindowGeometry(attrs, {H, W}, {kh, kw}, false);
+  if (!geometry) return false;
   const nn::WindowGeometry& g = *geometry;
   if (g.strides != std::vector<int64_t>{kBlock, kBlock} ||
       g.dilations != std::vector<int64_t>{1, 1})
@@ -227,36 +224,13 @@ bool FuseChain(ir::Graph& graph, ir::Node* s2d,
       !IsRowMajor(layouts, padded) || !IsRowMajor(layouts, result))
     return false;
   std::vector<ir::Node*> absorbed = {pad, s2d};
-  ir::Node* reader = pad;  // The chain's node that reads `source`.
-  // A float Cast feeding only the Pad: read its input instead.
-  if (ir::Node* cast = source->producer;
-      Is(cast, "Cast") && cast->has_input(0) && SoleConsumer(graph, source) == pad) {
-    ir::Value* before = cast->inputs[0];
-    if (IsFloat(before->type.dtype) && IsRowMajor(layouts, before) &&
-        KnownDims(before) == in_dims) {
-      absorbed.push_back(cast);
-      source = before;
-      reader = cast;
-    }
-  }
-  // Images normalized only for this chain (BuildConfig::image_input): read
-  // the uint8 pixels and normalize them on the way (exactly the normalize
-  // kernel's float values; the padding stays 0 as after normalization).
-  const ir::Node* normalize = nullptr;
-  if (ir::Node* producer = source->producer;
-      producer && producer->op_type == "KilnNormalizeImage" && producer->has_input(0) &&
-      source->type.dtype == DType::kFloat32 && SoleConsumer(graph, source) == reader) {
-    ir::Value* images = producer->inputs[0];
-    const std::optional<std::vector<int64_t>> nhwc = KnownDims(images);
-    const std::vector<int64_t>& d = *in_dims;  // [N, C, H, W]
-    if (images->type.dtype == DType::kUInt8 && IsRowMajor(layouts, images) &&
-        nhwc == std::vector<int64_t>{d[0], d[2], d[3], d[1]} && producer->attrs.has("mean") &&
-        producer->attrs.has("std")) {
-      absorbed.push_back(producer);
-      normalize = producer;
-      source = images;
-    }
-  }
+  // Read past a float Cast and an image input's normalization (the padding
+  // stays 0, as after normalization).
+  const StemSource stem = TraceStemSource(
+      graph, source, pad, [&](const ir::Value* v) { return IsRowMajor(layouts, v); });
+  absorbed.insert(absorbed.end(), stem.absorbed.begin(), stem.absorbed.end());
+  source = stem.value;
+  const ir::Node* normalize = stem.normalize;
   // A KilnToNHWC reading only the result: write its output instead.
   if (ir::Node* to_nhwc = SoleConsumer(graph, result);
       to_nhwc && to_nhwc->op_type == "KilnToNHWC" && to_nhwc->outputs.size() == 1 &&

@@ -7,7 +7,6 @@
 
 #include "builder/pattern_util.h"
 #include "cuda/kernels/conv_pool.h"
-#include "ops/nn.h"
 #include "passes/pass_util.h"
 
 namespace kiln::builder {
@@ -33,16 +32,6 @@ Tensor PackWeights(const Tensor& w) {
   return packed.CastTo(DType::kFloat16);
 }
 
-std::optional<nn::WindowGeometry> Geometry(const ir::Attributes& attrs,
-                                           const std::vector<int64_t>& input,
-                                           const std::vector<int64_t>& kernel, bool ceil_mode) {
-  try {
-    return nn::ComputeWindowGeometry(attrs, input, kernel, ceil_mode);
-  } catch (const Error&) {
-    return std::nullopt;  // Inconsistent attributes: the normal error path reports them.
-  }
-}
-
 bool Fuse(ir::Graph& graph, ir::Node* pool) {
   // The MaxPool: 3x3, stride 2, leading pads 0/1, only Y used.
   if (pool->inputs.size() != 1 || !pool->has_input(0) || pool->outputs.empty() ||
@@ -60,8 +49,9 @@ bool Fuse(ir::Graph& graph, ir::Node* pool) {
   if (pool->attrs.GetInts("kernel_shape", {}) != std::vector<int64_t>{3, 3} ||
       pool->attrs.GetInt("storage_order", 0) != 0)
     return false;
-  const auto pool_geometry = Geometry(pool->attrs, {(*in_dims)[2], (*in_dims)[3]}, {3, 3},
-                                      pool->attrs.GetInt("ceil_mode", 0) != 0);
+  const auto pool_geometry =
+      TryWindowGeometry(pool->attrs, {(*in_dims)[2], (*in_dims)[3]}, {3, 3},
+                        pool->attrs.GetInt("ceil_mode", 0) != 0);
   if (!pool_geometry || pool_geometry->strides != std::vector<int64_t>{2, 2} ||
       pool_geometry->dilations != std::vector<int64_t>{1, 1} ||
       pool_geometry->output != std::vector<int64_t>{(*y_dims)[2], (*y_dims)[3]})
@@ -97,7 +87,8 @@ bool Fuse(ir::Graph& graph, ir::Node* pool) {
       kh > ck::kMaxKernel || kw < 1 || kw > ck::kMaxKernel || K != (*in_dims)[1])
     return false;
   if (b && b->constant.numel() != K) return false;
-  const auto conv_geometry = Geometry(conv->attrs, {(*x_dims)[2], (*x_dims)[3]}, {kh, kw}, false);
+  const auto conv_geometry =
+      TryWindowGeometry(conv->attrs, {(*x_dims)[2], (*x_dims)[3]}, {kh, kw}, false);
   if (!conv_geometry || conv_geometry->strides != std::vector<int64_t>{2, 2} ||
       conv_geometry->dilations != std::vector<int64_t>{1, 1} ||
       conv_geometry->output != std::vector<int64_t>{(*in_dims)[2], (*in_dims)[3]})
@@ -109,28 +100,14 @@ bool Fuse(ir::Graph& graph, ir::Node* pool) {
   absorbed.push_back(conv);
 
   // The source: the float Cast's input, or the uint8 images a
-  // KilnNormalizeImage read only for this stem.
-  ir::Value* source = x;
-  const ir::Node* normalize = nullptr;
-  if (ir::Node* cast = x->producer; Is(cast, "Cast") && cast->has_input(0) &&
-                                    SoleConsumer(graph, x) == conv &&
-                                    cast->inputs[0]->type.dtype == DType::kFloat32 &&
-                                    KnownDims(cast->inputs[0]) == x_dims) {
-    absorbed.push_back(cast);
-    source = cast->inputs[0];
-    if (ir::Node* n = source->producer;
-        n && n->op_type == "KilnNormalizeImage" && n->has_input(0) &&
-        SoleConsumer(graph, source) == cast && n->attrs.has("mean") && n->attrs.has("std")) {
-      const auto images = KnownDims(n->inputs[0]);
-      const std::vector<int64_t>& d = *x_dims;
-      if (n->inputs[0]->type.dtype == DType::kUInt8 &&
-          images == std::vector<int64_t>{d[0], d[2], d[3], d[1]}) {
-        absorbed.push_back(n);
-        normalize = n;
-        source = n->inputs[0];
-      }
-    }
-  }
+  // KilnNormalizeImage read only for this stem (the kernel reads float32,
+  // float16 or uint8).
+  const StemSource stem = TraceStemSource(graph, x, conv, [](const ir::Value* v) {
+    return v->type.dtype != DType::kBFloat16;
+  });
+  absorbed.insert(absorbed.end(), stem.absorbed.begin(), stem.absorbed.end());
+  ir::Value* source = stem.value;
+  const ir::Node* normalize = stem.normalize;
 
   const std::string name = pool->name.empty() ? conv->name : conv->name + "_" + pool->name;
   ir::Attributes attrs;

@@ -30,10 +30,11 @@ struct Lowered {
 
 // The lowering Engine::Build runs, minus layer creation.
 Lowered Lower(const std::string& model, const std::map<std::string, std::vector<int64_t>>& shapes,
-              DType low) {
+              DType low, bool conv_pool_stems = true) {
   Lowered l;
   l.graph = onnx_import::ImportModelFile(ModelPath(model).string());
   runtime::LoweringOptions options;
+  options.conv_pool_stems = conv_pool_stems;
   options.precision = low == DType::kFloat16    ? Precision::kFP16
                       : low == DType::kBFloat16 ? Precision::kBF16
                                                 : Precision::kFP32;
@@ -88,6 +89,21 @@ TEST(LowerTest, Resnet18Fp16IsFusedAndChannelsLast) {
   EXPECT_EQ(l.layouts.count(l.graph->outputs()[0]), 0u);
   ASSERT_EQ(l.graph->inputs().size(), 1u);
   EXPECT_EQ(l.graph->inputs()[0]->type.dtype, DType::kFloat32);
+}
+
+// LoweringOptions::conv_pool_stems off (KILN_CONV_POOL=0 at build): the
+// space-to-depth stem, its convolution and the max pool stay separate.
+TEST(LowerTest, Resnet18Fp16WithoutConvPoolStem) {
+  if (!fs::exists(ModelPath("resnet18")))
+    GTEST_SKIP() << "export models first (scripts/export_models.py)";
+  Lowered l = Lower("resnet18", {{"input", {8, 3, 224, 224}}}, DType::kFloat16,
+                    /*conv_pool_stems=*/false);
+  auto h = Histogram(*l.graph);
+  EXPECT_EQ(h["KilnConvPool"], 0);
+  EXPECT_EQ(h["KilnPadSpaceToDepth"], 1);
+  EXPECT_EQ(h["MaxPool"], 1);
+  EXPECT_EQ(h["KilnConv"], 17);
+  ExpectEveryNodeHasGpuLayer(*l.graph);
 }
 
 TEST(LowerTest, Resnet18Fp32StaysRowMajor) {

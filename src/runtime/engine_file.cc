@@ -306,6 +306,7 @@ nlohmann::json ProfilesToJson(const Engine::Impl& e) {
   return {{"profiles", profiles},
           {"base_profile", e.profile},
           {"conv_layout", e.lowering.conv_layout},
+          {"conv_pool_stems", e.lowering.conv_pool_stems},
           {"shapes", ShapesToJson(e.lowering.shapes)}};
 }
 
@@ -463,6 +464,7 @@ void ProfilesFromJson(const nlohmann::json& j, Engine::Impl& e) {
   ValidateProfiles(e.profiles);
   e.profile = j.at("base_profile").get<int>();
   e.lowering.conv_layout = j.at("conv_layout").get<std::string>();
+  e.lowering.conv_pool_stems = j.value("conv_pool_stems", true);  // Absent before the fused stem.
   e.lowering.shapes = ShapesFromJson(j.at("shapes"));
 }
 

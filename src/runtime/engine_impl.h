@@ -126,6 +126,9 @@ struct LoweringOptions {
   std::map<std::string, Tensor> frozen_inputs;
   InputShapes shapes;  // Dims of inputs no profile names (BuildConfig::shapes).
   ImageInput image_input;  // BuildConfig::image_input.
+  // FuseConvPool in FP16 NHWC builds; KILN_CONV_POOL=0 at build time turns it
+  // off (A/B measurements), and shapes specialized later lower the same way.
+  bool conv_pool_stems = true;
 };
 
 }  // namespace runtime

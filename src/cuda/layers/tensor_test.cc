@@ -21,6 +21,8 @@ namespace {
 
 using testing::ExpectGpuMatchesCpu;
 using testing::GpuNodeOptions;
+using testing::NchwToNhwc;
+using testing::NhwcToNchw;
 using testing::RandomTensor;
 using testing::RunNode;
 using testing::RunNodeOnGpu;
@@ -619,14 +621,6 @@ gpu::TensorDesc Desc(DType dtype, Ints dims, gpu::Layout layout = gpu::Layout::k
   d.dims = std::move(dims);
   d.layout = layout;
   return d;
-}
-
-// CPU transposes between NCHW and NHWC memory order.
-Tensor NchwToNhwc(const Tensor& t) {
-  return RunNode("Transpose", {t}, Attrs({{"perm", Ints{0, 2, 3, 1}}}))[0];
-}
-Tensor NhwcToNchw(const Tensor& t) {
-  return RunNode("Transpose", {t}, Attrs({{"perm", Ints{0, 3, 1, 2}}}))[0];
 }
 
 void ExpectClose(const Tensor& got, const Tensor& want, double tol) {
